@@ -1,0 +1,25 @@
+# One command for the main job (`make demo`) and one for the tests (`make test`).
+# Both install what they need into .venv, with the pinned versions of constraints.txt.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= out/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: install
+	OUT=$(OUT) PY=$(PY) bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,16 @@
+"""Errors a user can act on: printed by `sde` as one line, without a traceback."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input from the user (a file, a flag, a record)."""
+
+
+class RecordError(UserError):
+    """A bad record: names the file, the 1-based line and the field, so it can be fixed by hand."""
+
+    def __init__(self, path: str | Path, line: int, field: str, message: str):
+        self.path, self.line, self.field = str(path), line, field
+        super().__init__(f"{path}:{line}: field '{field}': {message}")
