@@ -1,0 +1,205 @@
+"""Corpus-level SDE metrics on structured targets (the paper's scoring rules, ../shared/SDE.md).
+
+Shaped for lm-eval: a per-document *item* function turns one (gold, prediction) pair into the
+small counts a metric needs, and an *aggregation* function turns the list of items of the whole
+corpus into one value (pooled confusion matrix, summed TP/FP/FN), never a mean of per-item scores.
+`sde score` and the leaderboard use the same functions through `sde_tasks.scoring`.
+
+Matching follows the authors' published scoring code (beyondguo/LLM-Tuning, SDE/), so numbers can
+be compared with theirs to 4 decimals:
+
+* ED: predictions lower-cased and de-duplicated per sentence; TP = de-duplicated predictions found
+  in the gold list, FP = all predictions of the sentence - TP, FN = gold - TP. Soft: each
+  de-duplicated prediction's trigger is replaced by the most similar gold trigger **of the sentence,
+  of any type** (SequenceMatcher ratio > 0.5, first best on ties). The type must still match for a
+  TP, so a wrong-type prediction never becomes correct; restricting candidates to the same type
+  would change the paper's numbers, so it is not done. Being the paper's rule, two distinct
+  predictions may soft-match the same gold trigger and both count.
+* NER: TP = multiset intersection of predicted and gold (type, text) pairs (each gold pair matches at
+  most as many predictions as it occurs), FP = predictions - TP, FN = gold - TP. Soft: a prediction
+  is replaced by the most similar gold entity of the sentence (any type) when the ratio > 0.5 and
+  one string contains the other.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from difflib import SequenceMatcher
+from typing import NamedTuple
+
+# Class order of the kappa matrix (rows gold, columns predicted) and the paper's agreement weights.
+KAPPA_LABELS: tuple[str, ...] = ("positive", "neutral", "negative", "unmentioned")
+KAPPA_WEIGHTS: tuple[tuple[float, ...], ...] = (
+    (1.0, 0.5, 0.0, 0.5),
+    (0.67, 1.0, 0.67, 0.67),
+    (0.0, 0.5, 1.0, 0.5),
+    (0.5, 0.67, 0.5, 1.0),
+)
+SOFT_MATCH_THRESHOLD = 0.5
+
+# Metric names, identical in lm-eval results (as "<name>,none") and in `sde score` output.
+CLASSIFICATION_METRICS: tuple[str, ...] = ("kappa", "accuracy", "exact_match", "format_error_rate")
+EXTRACTION_METRICS: tuple[str, ...] = (
+    "precision", "recall", "f1", "soft_precision", "soft_recall", "soft_f1", "format_error_rate",
+)
+
+Pair = tuple[str, str]
+
+
+class Counts(NamedTuple):
+    """TP/FP/FN of one sentence (an extraction item); summed over the corpus by the aggregations."""
+
+    tp: int
+    fp: int
+    fn: int
+
+
+# ----------------------------------------------------------------------------- classification
+def classification_item(gold: Mapping[str, str], pred: Mapping[str, str],
+                        absent: str = "unmentioned") -> tuple[Pair, ...]:
+    """(gold label, predicted label) for every gold target of one review; missing -> absent."""
+    return tuple((label, pred.get(target, absent)) for target, label in gold.items())
+
+
+def confusion_matrix(items: Iterable[Sequence[Pair]]) -> list[list[int]]:
+    """The pooled 4x4 matrix over all (review, aspect) pairs, rows gold, columns predicted."""
+    index = {label: i for i, label in enumerate(KAPPA_LABELS)}
+    matrix = [[0] * len(KAPPA_LABELS) for _ in KAPPA_LABELS]
+    for item in items:
+        for gold, pred in item:
+            matrix[index[gold]][index[pred]] += 1
+    return matrix
+
+
+def weighted_kappa(matrix: Sequence[Sequence[float]],
+                   weights: Sequence[Sequence[float]] = KAPPA_WEIGHTS) -> float:
+    """kappa = (p_o - p_e) / (1 - p_e) with agreement weights W (SDE.md).
+
+    p_e = 1 only when gold and predictions are all one same class, i.e. perfect agreement: 1.0.
+    """
+    k = len(matrix)
+    n = sum(sum(row) for row in matrix)
+    if n == 0:
+        return 0.0
+    rows = [sum(row) for row in matrix]
+    cols = [sum(matrix[i][j] for i in range(k)) for j in range(k)]
+    p_o = sum(weights[i][j] * matrix[i][j] for i in range(k) for j in range(k)) / n
+    p_e = sum(weights[i][j] * rows[i] * cols[j] for i in range(k) for j in range(k)) / (n * n)
+    if p_e >= 1.0:
+        return 1.0
+    return (p_o - p_e) / (1.0 - p_e)
+
+
+def kappa(items: Sequence[Sequence[Pair]]) -> float:
+    """Aggregation: weighted kappa of the pooled confusion matrix."""
+    return weighted_kappa(confusion_matrix(items))
+
+
+def accuracy(items: Sequence[Sequence[Pair]]) -> float:
+    """Aggregation: accuracy over all (review, aspect) pairs."""
+    pairs = [pair for item in items for pair in item]
+    return sum(gold == pred for gold, pred in pairs) / len(pairs) if pairs else 0.0
+
+
+def exact_match(items: Sequence[Sequence[Pair]]) -> float:
+    """Aggregation: share of reviews whose every aspect is right."""
+    return sum(all(g == p for g, p in item) for item in items) / len(items) if items else 0.0
+
+
+def format_error_rate(items: Sequence[float]) -> float:
+    """Aggregation: share of outputs that are format errors (items are 1 for an error, else 0)."""
+    return sum(items) / len(items) if items else 0.0
+
+
+# ----------------------------------------------------------------------------- extraction
+def extraction_pairs(targets: Mapping[str, Sequence[str]]) -> list[Pair]:
+    """(type, span) pairs, lower-cased and stripped, in the mapping's order; duplicates kept."""
+    return [(t.strip().lower(), s.strip().lower()) for t, spans in targets.items() for s in spans]
+
+
+def _most_similar(pred: str, golds: Sequence[str]) -> tuple[float, str]:
+    """Best SequenceMatcher(a=pred, b=gold) ratio and its gold (first one on ties)."""
+    best, best_gold = -1.0, ""
+    for gold in golds:
+        ratio = SequenceMatcher(a=pred, b=gold).ratio()
+        if ratio > best:
+            best, best_gold = ratio, gold
+    return best, best_gold
+
+
+def soft_trigger(pred: str, gold_triggers: Sequence[str]) -> str:
+    """ED soft matching: the most similar gold trigger when the ratio > 0.5, else pred."""
+    if not gold_triggers:
+        return pred
+    ratio, gold = _most_similar(pred, gold_triggers)
+    return gold if ratio > SOFT_MATCH_THRESHOLD else pred
+
+
+def soft_entity(pred: str, gold_entities: Sequence[str]) -> str:
+    """NER soft matching: like ED, and one string must also contain the other."""
+    if not gold_entities:
+        return pred
+    ratio, gold = _most_similar(pred, gold_entities)
+    if ratio > SOFT_MATCH_THRESHOLD and (gold in pred or pred in gold):
+        return gold
+    return pred
+
+
+def ed_counts(gold: Sequence[Pair], pred: Sequence[Pair], soft: bool = False) -> Counts:
+    """TP/FP/FN of one sentence under the ED rule (de-duplicated predictions, see module doc)."""
+    unique = list(dict.fromkeys(pred))
+    if soft:
+        triggers = [span for _, span in gold]
+        unique = [(t, soft_trigger(span, triggers)) for t, span in unique]
+    gold_set = set(gold)
+    tp = sum(p in gold_set for p in unique)
+    return Counts(tp, len(pred) - tp, len(gold) - tp)
+
+
+def ner_counts(gold: Sequence[Pair], pred: Sequence[Pair], soft: bool = False) -> Counts:
+    """TP/FP/FN of one sentence under the NER rule (multiset intersection, see module doc)."""
+    if soft:
+        entities = [span for _, span in gold]
+        pred = [(t, soft_entity(span, entities)) for t, span in pred]
+    tp = sum((Counter(pred) & Counter(gold)).values())
+    return Counts(tp, len(pred) - tp, len(gold) - tp)
+
+
+def _summed(items: Iterable[Sequence[int]]) -> Counts:
+    tp = fp = fn = 0
+    for item in items:
+        tp, fp, fn = tp + item[0], fp + item[1], fn + item[2]
+    return Counts(tp, fp, fn)
+
+
+def prf(counts: Counts) -> tuple[float, float, float]:
+    """Micro precision, recall and F1 from summed counts (0.0 where undefined, as the paper)."""
+    tp, fp, fn = counts
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f1
+
+
+def precision(items: Sequence[Sequence[int]]) -> float:
+    """Aggregation: micro precision of the summed (tp, fp, fn) items."""
+    return prf(_summed(items))[0]
+
+
+def recall(items: Sequence[Sequence[int]]) -> float:
+    """Aggregation: micro recall of the summed (tp, fp, fn) items."""
+    return prf(_summed(items))[1]
+
+
+def f1(items: Sequence[Sequence[int]]) -> float:
+    """Aggregation: micro F1 of the summed (tp, fp, fn) items."""
+    return prf(_summed(items))[2]
+
+
+# The aggregation of every metric name (soft_* aggregate their own soft-matched counts).
+AGGREGATIONS = {
+    "kappa": kappa, "accuracy": accuracy, "exact_match": exact_match,
+    "format_error_rate": format_error_rate,
+    "precision": precision, "recall": recall, "f1": f1,
+    "soft_precision": precision, "soft_recall": recall, "soft_f1": f1,
+}
