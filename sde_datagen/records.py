@@ -1,0 +1,95 @@
+"""Gold records: read JSONL in the task's schema, validate every field, build canonical targets.
+
+Canonical targets are what codecs render and parse: classification -> {target: label id} over the
+task's targets; extraction -> {type: [span, ...]} over its types, spans de-duplicated in order.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sde_datagen.errors import RecordError, UserError
+from sde_datagen.spec import TaskSpec
+
+Targets = dict  # classification: dict[str, str]; extraction: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class GoldRecord:
+    id: str
+    text: str
+    targets: Targets
+
+
+def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
+    """Every record of a JSONL file; the first bad one stops the run, naming file, line and field."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err})") from None
+    to_targets = _classification_targets if spec.family == "classification" else _extraction_targets
+    records, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RecordError(path, number, "(record)", f"not valid JSON: {err.msg} at column {err.colno}") from None
+        if not isinstance(row, dict):
+            raise RecordError(path, number, "(record)", "a record must be a JSON object")
+        rid, text = row.get("id"), row.get("text")
+        if not isinstance(rid, str) or not rid:
+            raise RecordError(path, number, "id", "missing or not a non-empty string")
+        if rid in seen:
+            raise RecordError(path, number, "id", f"'{rid}' repeats the id of line {seen[rid]}")
+        seen[rid] = number
+        if not isinstance(text, str) or not text.strip():
+            raise RecordError(path, number, "text", "missing or empty")
+        records.append(GoldRecord(rid, text, to_targets(spec, row, text, path, number)))
+    return records
+
+
+def _classification_targets(spec: TaskSpec, row: dict, text: str, path: Path, number: int) -> Targets:
+    key = spec.record["labels"]
+    labels = row.get(key)
+    if not isinstance(labels, dict):
+        raise RecordError(path, number, key, "missing or not an object of target -> label")
+    valid = spec.label_ids
+    targets = {}
+    for name in spec.target_names:
+        value = labels.get(name)
+        if value not in valid:
+            problem = "missing" if value is None else f"'{value}' is not a label"
+            raise RecordError(path, number, f"{key}.{name}", f"{problem} (labels: {', '.join(valid)})")
+        targets[name] = value
+    return targets
+
+
+def _extraction_targets(spec: TaskSpec, row: dict, text: str, path: Path, number: int) -> Targets:
+    items_key, type_key, span_key = spec.record["items"], spec.record["type"], spec.record["span"]
+    items = row.get(items_key)
+    if not isinstance(items, list):
+        raise RecordError(path, number, items_key, "missing or not a list")
+    targets: dict[str, list[str]] = {name: [] for name in spec.target_names}
+    for i, item in enumerate(items):
+        where = f"{items_key}[{i}]"
+        if not isinstance(item, dict):
+            raise RecordError(path, number, where, "must be an object")
+        kind, span = item.get(type_key), item.get(span_key)
+        if kind not in targets:
+            raise RecordError(path, number, f"{where}.{type_key}", f"'{kind}' is not a type of task {spec.name}")
+        if not isinstance(span, str) or not span.strip():
+            raise RecordError(path, number, f"{where}.{span_key}", "missing or empty")
+        span = span.strip()
+        if "\n" in span:
+            raise RecordError(path, number, f"{where}.{span_key}", "a span cannot contain a line break")
+        if span not in text:
+            raise RecordError(path, number, f"{where}.{span_key}", f"'{span}' does not occur in the text")
+        if span not in targets[kind]:
+            targets[kind].append(span)
+    return targets
