@@ -1,0 +1,149 @@
+"""TrainConfig: every `sde train` setting, from defaults < YAML config file < command-line flags."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from sde_train.errors import TrainError
+
+
+@dataclass
+class TrainConfig:
+    """Defaults follow the SDE paper (LoRA r 8, 1 epoch, batch 4, lr 1e-4)."""
+
+    model: str = ""
+    dataset: str = ""
+    config: str | None = None  # the dataset config = the design variant id
+    output: str = ""
+    split: str = "train"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: str = "all-linear"  # or a comma-separated list of module names
+    epochs: float = 1
+    max_steps: int | None = None  # overrides epochs (data is cycled)
+    lr: float = 1e-4
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 2048
+    seed: int = 0
+    chat_template: bool = False
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    attn_implementation: str | None = None  # None: flash_attention_2 on CUDA when installed, else sdpa
+    save_steps: int = 100
+    logging_steps: int = 1
+    push_to_hub: str | None = None
+    private: bool = False
+    resume: bool = False
+
+    def check(self) -> "TrainConfig":
+        for name in ("model", "dataset", "output"):
+            if not getattr(self, name):
+                raise TrainError(f"--{name.replace('_', '-')} is required (flag or config file)")
+        for name in ("lora_r", "batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainError("--max-steps must be at least 1")
+        if self.epochs <= 0:
+            raise TrainError("--epochs must be positive")
+        return self
+
+    def fingerprint(self) -> str:
+        """What must not change between a run and its --resume (everything that shapes the result)."""
+        ignore = {"resume", "push_to_hub", "private", "save_steps", "logging_steps", "output", "compile"}
+        kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignore}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags default to SUPPRESS so that only the ones given override the YAML file."""
+    S = argparse.SUPPRESS
+    p = parser.add_argument
+    p("--config-file", default=None, help="YAML file with any of these settings (flags win)")
+    p("--model", default=S, help="base model: a local folder or a Hub id")
+    p("--dataset", default=S, help="exported dataset: a local folder or a Hub repo")
+    p("--config", default=S, help="dataset config = design variant id, e.g. first-nomi-lines-pu-text-none")
+    p("--output", default=S, help="folder for the adapter, model card, log and checkpoints")
+    p("--split", default=S, help="dataset split to train on (default train)")
+    p("--lora-r", type=int, default=S, help="LoRA rank (default 8)")
+    p("--lora-alpha", type=int, default=S, help="LoRA alpha (default 16)")
+    p("--lora-dropout", type=float, default=S, help="LoRA dropout (default 0.1)")
+    p("--target-modules", default=S, help="all-linear (default) or comma-separated module names")
+    p("--epochs", type=float, default=S, help="passes over the data (default 1)")
+    p("--max-steps", type=int, default=S, help="optimizer steps; overrides --epochs")
+    p("--lr", type=float, default=S, help="peak learning rate (default 1e-4), linear decay")
+    p("--warmup-ratio", type=float, default=S, help="fraction of steps for linear warm-up (default 0)")
+    p("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0)")
+    p("--max-grad-norm", type=float, default=S, help="gradient clipping norm (default 1.0; 0 = off)")
+    p("--batch-size", type=int, default=S, help="samples per device per micro-step (default 4)")
+    p("--grad-accum", type=int, default=S, help="micro-steps per optimizer step (default 1)")
+    p("--max-length", type=int, default=S, help="tokens per sample; longer ones are cut (default 2048)")
+    p("--seed", type=int, default=S, help="seed for LoRA init, data order and dropout (default 0)")
+    p("--chat-template", dest="chat_template", action="store_true", default=S,
+      help="train on the tokenizer's chat template: prompt = user turn, completion = assistant turn")
+    p("--no-chat-template", dest="chat_template", action="store_false", default=S,
+      help="train on prompt + completion + EOS as plain text (default)")
+    p("--gradient-checkpointing", action="store_true", default=S, help="recompute activations (less memory)")
+    p("--compile", action="store_true", default=S, help="torch.compile the model")
+    p("--attn-implementation", default=S, help="sdpa, eager, flash_attention_2 (default: best available)")
+    p("--save-steps", type=int, default=S, help="checkpoint every N optimizer steps (default 100)")
+    p("--logging-steps", type=int, default=S, help="log every N optimizer steps (default 1)")
+    p("--push-to-hub", default=S, metavar="ORG/NAME", help="upload the adapter folder to this Hub repo")
+    p("--private", action="store_true", default=S, help="create the Hub repo private")
+    p("--resume", action="store_true", default=S, help="continue from the last checkpoint in --output")
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise TrainError(f"cannot read config file {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise TrainError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """defaults < YAML file < flags given on the command line."""
+    known = {f.name for f in fields(TrainConfig)}
+    values = load_yaml(args.config_file) if getattr(args, "config_file", None) else {}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TrainError(f"config file {args.config_file}: unknown setting(s) {', '.join(unknown)}")
+    values.update({k: v for k, v in vars(args).items() if k in known})
+    if isinstance(values.get("target_modules"), list):  # YAML list form
+        values["target_modules"] = ",".join(values["target_modules"])
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).check()
+
+
+def _coerce(name: str, value: object) -> object:
+    """YAML reads `1e-4` as a string and `yes` as a bool: convert to the field's type, clearly."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    wanted = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    if value is None or isinstance(value, tuple(wanted)) and not (isinstance(value, bool) and bool not in wanted):
+        return value
+    kind = wanted[0]
+    try:
+        if kind is bool:
+            if str(value).lower() in ("true", "yes", "1"):
+                return True
+            if str(value).lower() in ("false", "no", "0"):
+                return False
+            raise ValueError(value)
+        if kind is int and float(value) != int(float(value)):
+            raise ValueError(value)
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise TrainError(f"setting '{name}': expected {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,201 @@
+"""From a prompt/completion dataset to packed, loss-masked token batches.
+
+Why this shape: the loss mask comes from the data (`loss_on_prompt`), never from template markers,
+so it is exact by construction: prompt and completion are tokenized separately (what the model
+sees at inference is the tokenized prompt, then its own tokens) and the boundary is a count.
+Batches are packed into one row with positions restarting at 0 per sample, so no compute goes to
+padding and attention stays within each sample (transformers derives a block-diagonal causal
+mask, or flash-attention varlen, from the restarting position ids).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sde_train.errors import TrainError
+
+REQUIRED_COLUMNS = ("prompt", "completion")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Token ids of one sample; tokens at index >= loss_start carry loss (and only those)."""
+
+    ids: tuple[int, ...]
+    loss_start: int
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (1, T): the samples, back to back
+    position_ids: torch.Tensor  # (1, T): restart at 0 for each sample
+    hidden_index: torch.Tensor  # (N,): positions whose next token carries loss
+    targets: torch.Tensor  # (N,): those next tokens
+    n_tokens: int  # real tokens in the batch (there is no padding)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.position_ids.to(device),
+                     self.hidden_index.to(device), self.targets.to(device), self.n_tokens)
+
+
+def load_rows(dataset: str, config: str | None, split: str) -> list[dict]:
+    """Rows of one dataset config (variant) and split, from a local export or a Hub repo."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset, config, split=split)
+    except Exception as err:  # datasets raises many types; all mean "cannot use this input"
+        raise TrainError(f"cannot load dataset {dataset!r} config {config!r} split {split!r}: {err}") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise TrainError(f"dataset {dataset!r} config {config!r} lacks column(s) {', '.join(missing)}")
+    if len(ds) == 0:
+        raise TrainError(f"dataset {dataset!r} config {config!r} split {split!r} is empty")
+    keep = [c for c in ("prompt", "completion", "loss_on_prompt", "design") if c in ds.column_names]
+    return ds.select_columns(keep).to_list()
+
+
+def data_fingerprint(rows: list[dict]) -> str:
+    """sha256 of what training reads (prompt, completion, loss_on_prompt), in order."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps([row["prompt"], row["completion"], bool(row.get("loss_on_prompt", False))],
+                            ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def encode_sample(tokenizer, prompt: str, completion: str, loss_on_prompt: bool,
+                  chat_template: bool, max_length: int) -> Sample:
+    """Token ids and the exact loss boundary of one sample.
+
+    No-MI: completion tokens and the EOS token carry loss; MI: every token (except the first,
+    which nothing predicts). With a chat template the prompt is the user turn: the boundary is the
+    length of the templated prompt with the generation prompt, checked to be a prefix of the
+    templated conversation; the sequence ends at the assistant turn's EOS.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise TrainError("the tokenizer has no EOS token; set eos_token in its tokenizer_config.json")
+    if chat_template:
+        if not tokenizer.chat_template:
+            raise TrainError("--chat-template: the tokenizer has no chat template")
+        user = [{"role": "user", "content": prompt}]
+        prompt_ids = _ids(tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True))
+        full = _ids(tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": completion}], tokenize=True))
+        if full[: len(prompt_ids)] != prompt_ids:
+            raise TrainError(
+                "--chat-template: the templated prompt (with add_generation_prompt=True) is not a prefix of "
+                "the templated conversation, so the loss boundary is ambiguous; use --no-chat-template or "
+                "fix the tokenizer's chat template"
+            )
+        answer = full[len(prompt_ids):]
+        # The assistant turn ends with EOS; what follows it (e.g. ChatML's "\n") is no answer token.
+        answer = answer[: len(answer) - answer[::-1].index(eos)] if eos in answer else answer + [eos]
+    else:
+        prompt_ids = _ids(tokenizer(prompt, add_special_tokens=True))
+        answer = _ids(tokenizer(completion, add_special_tokens=False)) + [eos]
+    ids = (prompt_ids + answer)[:max_length]
+    return Sample(tuple(ids), 1 if loss_on_prompt else len(prompt_ids))
+
+
+def _ids(encoded) -> list[int]:
+    """apply_chat_template/tokenizer return a list or a BatchEncoding depending on the version."""
+    ids = encoded["input_ids"] if not isinstance(encoded, list) else encoded
+    return list(ids)
+
+
+def encode_rows(rows: list[dict], tokenizer, chat_template: bool, max_length: int) -> list[Sample]:
+    return [
+        encode_sample(tokenizer, r["prompt"], r["completion"], bool(r.get("loss_on_prompt", False)),
+                      chat_template, max_length)
+        for r in rows
+    ]
+
+
+def pack(samples: list[Sample]) -> Batch:
+    """One row of samples back to back; the loss positions and their targets, gathered."""
+    ids, positions, hidden_index, targets = [], [], [], []
+    for s in samples:
+        offset = len(ids)
+        ids.extend(s.ids)
+        positions.extend(range(len(s.ids)))
+        for j in range(max(s.loss_start, 1), len(s.ids)):  # token j is predicted at position j - 1
+            hidden_index.append(offset + j - 1)
+            targets.append(s.ids[j])
+    return Batch(
+        input_ids=torch.tensor([ids], dtype=torch.long),
+        position_ids=torch.tensor([positions], dtype=torch.long),
+        hidden_index=torch.tensor(hidden_index, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        n_tokens=len(ids),
+    )
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Which samples each rank reads at each optimizer step: a pure function of (seed, step).
+
+    Why: resuming needs no saved iterator, only the step. Each epoch is a seeded permutation,
+    padded by wrapping around to a multiple of the world size (as DistributedSampler does), dealt
+    round-robin to ranks, cut in micro-batches; `grad_accum` micro-batches make one step.
+    """
+
+    n_samples: int
+    batch_size: int
+    grad_accum: int
+    world_size: int
+    seed: int
+
+    @property
+    def per_rank(self) -> int:
+        return math.ceil(self.n_samples / self.world_size)
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_per_epoch / self.grad_accum)
+
+    def total_steps(self, epochs: float, max_steps: int | None) -> int:
+        return max_steps if max_steps else max(1, math.ceil(epochs * self.steps_per_epoch))
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        """Sample indices of each micro-batch of 0-based optimizer `step` on `rank`."""
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n_samples, generator=gen).tolist()
+        order += order[: self.per_rank * self.world_size - self.n_samples]
+        mine = order[rank:: self.world_size]
+        first = in_epoch * self.grad_accum
+        last = min(first + self.grad_accum, self.micro_per_epoch)
+        return [mine[m * self.batch_size: (m + 1) * self.batch_size] for m in range(first, last)]
+
+
+def count_loss_tokens(samples: list[Sample]) -> int:
+    return sum(max(0, len(s.ids) - max(s.loss_start, 1)) for s in samples)
+
+
+def read_design_words(dataset: str, variant: str | None) -> list[str]:
+    """Lines of the dataset card that mention the variant (how the exporter describes the design)."""
+    if not variant:
+        return []
+    card = Path(dataset) / "README.md"
+    try:
+        if card.is_file():
+            text = card.read_text(encoding="utf-8")
+        else:
+            from huggingface_hub import DatasetCard
+
+            text = DatasetCard.load(dataset).content
+    except Exception:  # no card, offline, private repo: the model card then names the id only
+        return []
+    body = text.split("\n---", 1)[-1] if text.startswith("---") else text  # skip the YAML header
+    return [line.strip() for line in body.splitlines() if variant in line and line.strip()][:5]

@@ -1,0 +1,348 @@
+"""The training loop: one readable function, no HF Trainer inside.
+
+Per optimizer step: the step's samples (a pure function of seed and step, see DataPlan) are packed
+into rows, the decoder body runs on them, hidden states are gathered at the positions that carry
+loss and only there the LM head and cross-entropy run. The loss is the sum over loss tokens divided
+by the number of loss tokens of the whole step (all micro-batches, all ranks), so gradient
+accumulation and DDP give the same update as one big batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sde_train.config import TrainConfig
+from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
+                            pack, read_design_words)
+from sde_train.errors import TrainError
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+LOG_NAME = "training_log.jsonl"
+CKPT_DIR = "checkpoints"
+
+
+class CausalLMLoss(nn.Module):
+    """Per-token cross-entropy computed only where the loss is: body -> gather -> lm_head -> CE.
+
+    Why not model(labels=…): that projects every position onto the vocabulary, although with
+    No-MI most positions are prompt tokens whose logits are thrown away.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # a PeftModel around a *ForCausalLM
+        config = model.get_base_model().config
+        for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+            if getattr(config, attr, None) not in (None, 1, 1.0):
+                raise TrainError(f"model config sets {attr}; sde_train's LM head path does not apply it")
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, hidden_index: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+        base = self.model.get_base_model()
+        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        picked = hidden.last_hidden_state.flatten(0, 1).index_select(0, hidden_index)
+        logits = base.get_output_embeddings()(picked).float()
+        return F.cross_entropy(logits, targets, reduction="none")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; then join the process group (nccl on GPU, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), world, local)
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """Base model (bf16 on CUDA, fp32 on CPU) with LoRA adapters (fp32) on `target_modules`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cuda = device.type == "cuda"
+    attn = cfg.attn_implementation or _default_attention(cuda)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(
+            cfg.model, dtype=torch.bfloat16 if cuda else torch.float32, attn_implementation=attn)
+    except (OSError, ValueError) as err:
+        raise TrainError(f"cannot load model {cfg.model!r}: {err}") from err
+    base.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
+        m.strip() for m in cfg.target_modules.split(",") if m.strip()]
+    torch.manual_seed(cfg.seed)  # LoRA A init
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(base, lora)
+    except ValueError as err:
+        raise TrainError(f"LoRA setup failed (--target-modules {cfg.target_modules!r}): {err}") from err
+    return model.to(device).train()
+
+
+def _default_attention(cuda: bool) -> str:
+    """flash-attention varlen on GPU when installed; SDPA (block-diagonal mask for packing) otherwise."""
+    import importlib.util
+
+    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def lr_lambda(total: int, warmup: int):
+    """Linear warm-up, then linear decay to 0 at `total` (TRL/transformers' default schedule)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Dropout RNG is re-seeded per step and rank: a resumed run draws the same masks, on every rank."""
+    return (seed * 1_000_003 + step * 4099 + rank) % (2**63 - 1)
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes: CUDA allocator peak on GPU, process peak RSS on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train one adapter; returns a summary (output, steps, final_loss, tokens_per_s)."""
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    dist = setup_distributed()
+    device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    out = Path(cfg.output)
+    ckpt_root = out / CKPT_DIR
+    last_ckpt = latest_checkpoint(ckpt_root)
+    if last_ckpt is not None and not cfg.resume:
+        raise TrainError(f"{out} holds a checkpoint of an earlier run ({last_ckpt.name}); "
+                         "pass --resume to continue it, or choose another --output")
+
+    rows = load_rows(cfg.dataset, cfg.config, cfg.split)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    except (OSError, ValueError) as err:
+        raise TrainError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from err
+    samples = encode_rows(rows, tokenizer, cfg.chat_template, cfg.max_length)
+    fingerprint = data_fingerprint(rows)
+    plan = DataPlan(len(samples), cfg.batch_size, cfg.grad_accum, dist.world_size, cfg.seed)
+    total = plan.total_steps(cfg.epochs, cfg.max_steps)
+
+    peft_model = build_model(cfg, device)
+    loss_model: nn.Module = CausalLMLoss(peft_model)
+    ddp = None
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_model = ddp = DistributedDataParallel(
+            loss_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        loss_model = torch.compile(loss_model, dynamic=True)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, math.ceil(cfg.warmup_ratio * total)))
+
+    start = 0
+    if cfg.resume and last_ckpt is not None:
+        start = load_checkpoint(last_ckpt, peft_model, optimizer, scheduler, cfg, fingerprint, dist.world_size)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        log = open_log(out / LOG_NAME, keep_until=start)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+
+    bar = tqdm(total=total, initial=start, desc="sde train", disable=not dist.main, dynamic_ncols=True)
+    window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, loss tokens, real tokens
+    window_start, final_loss, tokens_per_s = time.perf_counter(), float("nan"), 0.0
+    for step in range(start, total):
+        torch.manual_seed(step_seed(cfg.seed, step, dist.rank))
+        micro = [[samples[i] for i in idx] for idx in plan.micro_batches(step, dist.rank)]
+        counts = torch.tensor([sum(count_loss_tokens(m) for m in micro), sum(len(s.ids) for m in micro for s in m)],
+                              dtype=torch.float64, device=device)
+        if ddp is not None:
+            torch.distributed.all_reduce(counts)
+        scale = dist.world_size / max(counts[0].item(), 1.0)  # DDP averages gradients over ranks
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for k, group in enumerate(micro):
+            batch = pack(group).to(device)
+            sync = ddp is None or k == len(micro) - 1
+            with (contextlib.nullcontext() if sync else ddp.no_sync()), autocast:
+                token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index, batch.targets)
+                (token_loss.sum() * scale).backward()
+            loss_sum += token_loss.detach().sum().double()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ddp is not None:
+            torch.distributed.all_reduce(loss_sum)
+        window += torch.stack([loss_sum, counts[0], counts[1]])
+        done = step + 1
+        if done % cfg.logging_steps == 0 or done == total:
+            loss_s, loss_n, n_tok = window.tolist()  # syncs the device: timings below are real
+            now = time.perf_counter()
+            final_loss = loss_s / max(loss_n, 1.0)
+            tokens_per_s = n_tok / max(now - window_start, 1e-9)
+            window.zero_()
+            window_start = now
+            if dist.main:
+                record = {"step": done, "loss": round(final_loss, 6), "lr": lr,
+                          "tokens_per_s": round(tokens_per_s, 1), "peak_memory": peak_memory(device)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+        bar.update(1)
+        if done % cfg.save_steps == 0 and done < total:
+            if dist.main:
+                save_checkpoint(ckpt_root, done, peft_model, optimizer, scheduler, cfg, fingerprint, dist.world_size)
+            _barrier(dist)
+    bar.close()
+
+    summary = {"output": str(out), "steps": total, "final_loss": final_loss, "tokens_per_s": tokens_per_s,
+               "samples": len(samples), "data_fingerprint": fingerprint,
+               "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in rows})}
+    if dist.main:
+        log.close()
+        from sde_train.card import push_to_hub, write_model_card
+
+        save_adapter(peft_model, out)
+        write_model_card(out, cfg, summary, sorted({r.get("design") for r in rows if r.get("design")}),
+                         read_design_words(cfg.dataset, cfg.config))
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        if cfg.push_to_hub:
+            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
+    _barrier(dist)
+    if dist.world_size > 1:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def _only(values: set):
+    """The single value of a set, or None when the rows disagree."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def _barrier(dist: Dist) -> None:
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+
+
+def open_log(path: Path, keep_until: int):
+    """Append to the training log, first dropping records past the step a resumed run restarts at."""
+    kept = []
+    if path.exists() and keep_until > 0:
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= keep_until]
+    _write_atomic(path, "".join(line + "\n" for line in kept))
+    return path.open("a", encoding="utf-8")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save_adapter(peft_model: nn.Module, out: Path) -> None:
+    """PEFT folder files, each moved into place only once fully written."""
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
+    try:
+        peft_model.save_pretrained(tmp)
+        for name in ADAPTER_FILES:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint (half-written ones are hidden temp dirs, never `step-*`)."""
+    found = sorted(root.glob("step-*")) if root.is_dir() else []
+    return found[-1] if found else None
+
+
+def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, cfg: TrainConfig,
+                    fingerprint: str, world_size: int) -> Path:
+    """Adapter + optimizer + scheduler + position, in a temp dir renamed to step-N when complete.
+
+    The data position is the step (the plan is a function of seed and step) and the RNG is
+    re-seeded from (seed, step, rank) each step, so nothing else is needed to continue exactly.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    save_file(state, tmp / "adapter_model.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps({
+        "step": step, "config_fingerprint": cfg.fingerprint(), "data_fingerprint": fingerprint,
+        "world_size": world_size}), encoding="utf-8")
+    final = root / f"step-{step:08d}"
+    os.replace(tmp, final)
+    for old in root.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, peft_model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str,
+                    world_size: int) -> int:
+    """Restore a checkpoint written by the same run settings; returns the step to continue from."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    if state["config_fingerprint"] != cfg.fingerprint():
+        raise TrainError(f"--resume: {path} was written with other training settings; "
+                         "resume with the same settings or choose another --output")
+    if state["data_fingerprint"] != fingerprint:
+        raise TrainError(f"--resume: the dataset changed since {path} was written")
+    if state["world_size"] != world_size:
+        raise TrainError(f"--resume: {path} was written by {state['world_size']} process(es), not {world_size}")
+    device = next(peft_model.parameters()).device
+    set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors", device=str(device)))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    return int(state["step"])
+
