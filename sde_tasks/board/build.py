@@ -1,0 +1,264 @@
+"""`sde board build`: submissions -> README tables, plots and the static page.
+
+The build trusts the submissions' numbers (`sde board validate` checks them, in CI) and reads only
+`submission.json` and `results.json`, so it stays fast with hundreds of submissions.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+from sde_datagen.design import AXES, Design, design_axes
+from sde_datagen.errors import UserError
+from sde_tasks.board.store import TASK_NAME, Submission, load_submission, metric_values, schema_errors, submission_dirs
+
+README_BEGIN = "<!-- sde-board:begin (written by `sde board build`; edit outside these markers) -->"
+README_END = "<!-- sde-board:end -->"
+SITE_DIR = "site"
+FORMAT_ERROR = "format_error_rate"
+# The score that ranks designs in plots and sorts tables: the first of these a task reports.
+PRIMARY_METRICS = ("kappa", "f1")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One task's scores from one submission, with everything the tables show beside them."""
+
+    submission: str
+    task: str
+    base_model: str
+    base_revision: str
+    adapter: str
+    adapter_revision: str
+    design: str
+    axes: dict[str, str]
+    training: str
+    seed: int
+    submitter: str
+    date: str
+    metrics: dict[str, float]
+
+
+@dataclass
+class TaskBoard:
+    """Everything built for one task: its rows, metric columns (in lm-eval's order) and directions."""
+
+    task: str
+    rows: list[Row]
+    metrics: list[str]
+    higher_is_better: dict[str, bool]
+
+    @property
+    def primary(self) -> str:
+        return next((m for m in PRIMARY_METRICS if m in self.metrics), self.metrics[0])
+
+
+def _training_words(training: dict | None) -> str:
+    if training is None:
+        return "untuned"
+    domain = f" {training['domain']}" if training.get("domain") else ""
+    return f"{training['task']}{domain}, {training['size']} samples"
+
+
+def rows_of(sub: Submission) -> list[Row]:
+    """A submission's rows, one per task; a malformed submission is a UserError naming its folder."""
+    problems = schema_errors(sub.meta)
+    if problems:
+        raise UserError(f"{sub.path}: {'; '.join(problems)} (run `sde board validate`)")
+    meta = sub.meta
+    try:
+        axes = design_axes(Design.from_id(meta["design"]))
+    except UserError as err:
+        raise UserError(f"{sub.path}: {err}") from None
+    adapter = meta["adapter"] or {"id": "", "revision": ""}
+    rows = []
+    for task in sub.tasks:
+        if not TASK_NAME.match(task):
+            raise UserError(f"{sub.path}: results name a task {task!r} that is not an lm-eval task name")
+        rows.append(
+            Row(
+                submission=sub.id,
+                task=task,
+                base_model=meta["base_model"]["id"],
+                base_revision=meta["base_model"]["revision"],
+                adapter=adapter["id"],
+                adapter_revision=adapter["revision"],
+                design=meta["design"],
+                axes=axes,
+                training=_training_words(meta["training"]),
+                seed=meta["seed"],
+                submitter=meta["submitter"],
+                date=meta["date"],
+                metrics=metric_values(sub.results["results"][task]),
+            )
+        )
+    return rows
+
+
+def collect(board: Path) -> list[TaskBoard]:
+    """Every task that some submission reports, in name order, with its rows."""
+    by_task: dict[str, list[Row]] = defaultdict(list)
+    directions: dict[str, dict[str, bool]] = defaultdict(dict)
+    for path in submission_dirs(board):
+        sub = load_submission(path)
+        for row in rows_of(sub):
+            by_task[row.task].append(row)
+            for metric, higher in (sub.results.get("higher_is_better", {}).get(row.task) or {}).items():
+                directions[row.task].setdefault(metric, bool(higher))
+    boards = []
+    for task in sorted(by_task):
+        rows = by_task[task]
+        metrics = list(dict.fromkeys(m for row in rows for m in row.metrics))
+        if FORMAT_ERROR in metrics:  # shown last, beside the task metrics
+            metrics.remove(FORMAT_ERROR)
+            metrics.append(FORMAT_ERROR)
+        if not metrics:
+            raise UserError(f"task {task}: no submission reports a metric")
+        higher = {m: directions[task].get(m, m != FORMAT_ERROR) for m in metrics}
+        boards.append(TaskBoard(task, rows, metrics, higher))
+    return boards
+
+
+def best_values(values: list[dict[str, float]], metrics: list[str], higher: dict[str, bool]) -> dict[str, float]:
+    """The best value of each metric column (max, or min where lower is better)."""
+    best = {}
+    for metric in metrics:
+        column = [v[metric] for v in values if metric in v]
+        if column:
+            best[metric] = max(column) if higher[metric] else min(column)
+    return best
+
+
+def is_best(value: float | None, best: float | None) -> bool:
+    return value is not None and best is not None and abs(value - best) <= 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#<>!~])")
+
+
+def md_text(text: str) -> str:
+    """User text as literal markdown table-cell content: one line, markdown and HTML syntax backslashed."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split())).replace("&", "&amp;")
+
+
+def aggregate(board: TaskBoard) -> list[tuple[str, str, int, dict[str, float]]]:
+    """Rows base model x design: (base model, design, runs, mean of each metric over the runs)."""
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in board.rows:
+        groups[(row.base_model, row.design)].append(row)
+    table = []
+    for (model, design), rows in groups.items():
+        means = {m: fmean(r.metrics[m] for r in rows if m in r.metrics) for m in board.metrics if any(m in r.metrics for r in rows)}
+        table.append((model, design, len(rows), means))
+    primary, sign = board.primary, (-1 if board.higher_is_better[board.primary] else 1)
+    table.sort(key=lambda t: (primary not in t[3], sign * t[3].get(primary, 0.0), t[0], t[1]))
+    return table
+
+
+def markdown_table(board: TaskBoard) -> str:
+    table = aggregate(board)
+    best = best_values([t[3] for t in table], board.metrics, board.higher_is_better)
+    arrows = {m: ("↑" if board.higher_is_better[m] else "↓") for m in board.metrics}
+    head = ["Base model", "Design", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(board.metrics)]
+    for model, design, runs, means in table:
+        cells = [md_text(model), f"`{design}`", str(runs)]
+        for metric in board.metrics:
+            value = means.get(metric)
+            text = "–" if value is None else f"{value:.4f}"
+            cells.append(f"**{text}**" if is_best(value, best.get(metric)) else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_section(boards: list[TaskBoard], n_submissions: int) -> str:
+    if not boards:
+        return "No submissions yet."
+    parts = [
+        f"{n_submissions} submission(s). Rows: base model x design (the mean over runs when several "
+        "submissions share both); **bold** marks the best value of each column; ↑ higher is better, "
+        "↓ lower is better. The [page](site/index.html) lists every run and can be sorted and filtered."
+    ]
+    for board in boards:
+        parts.append(f"### {board.task}\n\nSorted by {board.primary}.\n\n{markdown_table(board)}\n\n"
+                     f"![{board.task}: {board.primary} by design](site/{board.task}-by-design.png)")
+    return "\n\n".join(parts)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def updated_readme(current: str | None, section: str) -> str:
+    """The README with the text between the board markers replaced (a new one when there is none)."""
+    block = f"{README_BEGIN}\n{section}\n{README_END}"
+    if current is None:
+        return f"# Sample Design Engineering leaderboard\n\n{block}\n"
+    start, end = current.find(README_BEGIN), current.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(f"README.md has no board markers; add the two lines\n{README_BEGIN}\n{README_END}")
+    return current[:start] + block + current[end + len(README_END):]
+
+
+# ------------------------------------------------------------------------------------------------ site
+
+def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
+    """Render the page and its plots into a fresh folder, then swap it in for the old site/."""
+    from sde_tasks.board.page import render_page
+    from sde_tasks.board.plots import MAX_DESIGNS, plot_by_design, plot_heatmap
+
+    site = board_dir / SITE_DIR
+    tmp = Path(tempfile.mkdtemp(dir=board_dir, prefix=".site."))
+    try:
+        plots: dict[str, list[tuple[str, str]]] = {}
+        for board in boards:
+            by_design, heatmap = f"{board.task}-by-design.png", f"{board.task}-heatmap.png"
+            plot_by_design(board, tmp / by_design)
+            plot_heatmap(board, tmp / heatmap)
+            n_designs = len({row.design for row in board.rows})
+            shown = f"; the best {MAX_DESIGNS} of {n_designs} designs" if n_designs > MAX_DESIGNS else ""
+            plots[board.task] = [
+                (by_design, f"{board.task}: {board.primary} by design (bar: mean over runs; dots: runs{shown})"),
+                (heatmap, f"{board.task}: {board.primary}, design x base model (mean over runs{shown})"),
+            ]
+        (tmp / "index.html").write_text(render_page(boards, plots, AXES), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        old = None
+        if site.exists():
+            old = board_dir / f".site.old.{os.getpid()}"
+            site.rename(old)
+        tmp.rename(site)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return site / "index.html"
+
+
+def build(board_dir: Path) -> tuple[Path, Path, int]:
+    """Write README.md's board section and site/; returns (readme, page, number of submissions)."""
+    board_dir.mkdir(parents=True, exist_ok=True)
+    n_submissions = len(submission_dirs(board_dir))
+    boards = collect(board_dir)
+    readme = board_dir / "README.md"
+    current = readme.read_text(encoding="utf-8") if readme.exists() else None
+    new_readme = updated_readme(current, readme_section(boards, n_submissions))
+    page = write_site(board_dir, boards)
+    write_text_atomic(readme, new_readme)
+    return readme, page, n_submissions

@@ -1,0 +1,89 @@
+"""The page's plots, per task, as PNG files (matplotlib, Agg, no display).
+
+User-provided text (model names) is drawn with math-text parsing off, so `$…$` stays literal.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+
+from sde_tasks.board.build import TaskBoard  # noqa: E402
+
+plt.rcParams.update({"text.parse_math": False, "svg.fonttype": "none", "font.size": 9})
+_DPI = 100
+# More designs than this make unreadable plots (and slow builds): the plots show the best ones, the
+# tables every one.
+MAX_DESIGNS = 40
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def design_order(board: TaskBoard) -> tuple[list[str], dict[str, list[float]]]:
+    """The best MAX_DESIGNS designs, best first (mean primary score over runs), with their run scores."""
+    scores: dict[str, list[float]] = defaultdict(list)
+    for row in board.rows:
+        if board.primary in row.metrics:
+            scores[row.design].append(row.metrics[board.primary])
+    higher = board.higher_is_better[board.primary]
+    order = sorted(scores, key=lambda d: (-fmean(scores[d]) if higher else fmean(scores[d]), d))
+    return order[:MAX_DESIGNS], scores
+
+
+def plot_by_design(board: TaskBoard, path: Path) -> None:
+    """Horizontal bars: the mean primary score of each design; dots: its individual runs."""
+    order, scores = design_order(board)
+    fig, ax = plt.subplots(figsize=(7.5, min(2.0 + 0.28 * len(order), 40)), dpi=_DPI)
+    y = np.arange(len(order))
+    ax.barh(y, [fmean(scores[d]) for d in order], color="#8fb3d9", height=0.7)
+    for i, design in enumerate(order):
+        ax.plot(scores[design], [i] * len(scores[design]), "o", color="#1f3b57", markersize=3)
+    ax.set_yticks(y, order, fontfamily="monospace", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(board.primary)
+    ax.set_title(f"{board.task}: {board.primary} by design")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_heatmap(board: TaskBoard, path: Path) -> None:
+    """Design x base model: the mean primary score of each pair (blank where nobody ran it)."""
+    designs, _ = design_order(board)
+    models = sorted({row.base_model for row in board.rows})
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in board.rows:
+        if board.primary in row.metrics:
+            cells[(row.design, row.base_model)].append(row.metrics[board.primary])
+    grid = np.full((len(designs), len(models)), np.nan)
+    row_of, column_of = {d: i for i, d in enumerate(designs)}, {m: j for j, m in enumerate(models)}
+    for (design, model), values in cells.items():
+        if design in row_of:
+            grid[row_of[design], column_of[model]] = fmean(values)
+    width = min(3.5 + 0.9 * len(models), 40)
+    fig, ax = plt.subplots(figsize=(width, min(2.0 + 0.3 * len(designs), 40)), dpi=_DPI)
+    cmap = plt.get_cmap("viridis" if board.higher_is_better[board.primary] else "viridis_r").with_extremes(bad="#eeeeee")
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap)
+    ax.set_xticks(np.arange(len(models)), [_short(m) for m in models], rotation=35, ha="right")
+    ax.set_yticks(np.arange(len(designs)), designs, fontfamily="monospace", fontsize=8)
+    if grid.size <= 300:
+        finite = grid[np.isfinite(grid)]
+        middle = (finite.min() + finite.max()) / 2  # dark cells get white text
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                        color="white" if (value < middle) == board.higher_is_better[board.primary] else "black")
+    fig.colorbar(image, ax=ax, label=board.primary)
+    ax.set_title(f"{board.task}: {board.primary}, design x base model")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)

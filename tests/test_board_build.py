@@ -1,0 +1,91 @@
+"""`sde board build`: README tables, the static page and plots, from synthetic boards in tmp dirs."""
+from __future__ import annotations
+
+import base64
+import hashlib
+from html import unescape
+import json
+import re
+import time
+
+import pytest
+from test_board_util import meta_for, synthetic_board, synthetic_results, write_submission
+
+from sde_datagen.cli import main as sde
+from sde_datagen.errors import UserError
+from sde_tasks.board.build import README_BEGIN, README_END, build, md_text
+
+MASA = {"kappa": 0.5, "accuracy": 0.7, "exact_match": 0.2, "format_error_rate": 0.1}
+
+
+def test_tables_mark_best_and_aggregate_runs(tmp_path):
+    write_submission(tmp_path, "a", meta_for("m/one", "first-nomi-lines-pu-text-none", seed=1),
+                     synthetic_results({"sde_masa_id": {**MASA, "kappa": 0.6, "format_error_rate": 0.3}}))
+    write_submission(tmp_path, "b", meta_for("m/one", "first-nomi-lines-pu-text-none", seed=2),
+                     synthetic_results({"sde_masa_id": {**MASA, "kappa": 0.4, "format_error_rate": 0.1}}))
+    write_submission(tmp_path, "c", meta_for("m/two", "last-nomi-natural-ou-text-none"),
+                     synthetic_results({"sde_masa_id": {**MASA, "kappa": 0.45, "accuracy": 0.9, "format_error_rate": 0.05}}))
+    readme, page, n = build(tmp_path)
+    assert n == 3
+    text = readme.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("| m/")]
+    # mean over the two runs of (m/one, es-sde): kappa 0.5 ranks first; lower format_error_rate is best
+    assert lines[0] == "| m/one | `first-nomi-lines-pu-text-none` | 2 | **0.5000** | 0.7000 | **0.2000** | 0.2000 |"
+    assert lines[1] == "| m/two | `last-nomi-natural-ou-text-none` | 1 | 0.4500 | **0.9000** | **0.2000** | **0.0500** |"
+    assert "| Base model | Design | Runs | kappa ↑ | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
+    site = page.parent
+    assert sorted(p.name for p in site.iterdir()) == [
+        "index.html", "sde_masa_id-by-design.png", "sde_masa_id-heatmap.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in site.glob("*.png"))
+
+
+def test_user_text_is_escaped_everywhere(tmp_path):
+    evil = "<script>alert(1)</script> | *x* $\\alpha$ & [l](http://e)"
+    meta = meta_for(evil, "first-nomi-lines-pu-text-none")
+    meta["submitter"] = '"><img src=x onerror=alert(2)>'
+    write_submission(tmp_path, "evil", meta, synthetic_results({"sde_masa_id": MASA}))
+    readme, page, _ = build(tmp_path)
+    html = page.read_text(encoding="utf-8")
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; | *x* $\\alpha$ &amp; [l](http://e)" in html
+    assert html.count("<script>") == 1  # the page's own
+    script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in unescape(html)  # the CSP lets exactly that script run
+    row = next(line for line in readme.read_text(encoding="utf-8").splitlines() if "alert" in line)
+    assert row.startswith("| " + md_text(evil) + " |")
+    assert md_text(evil) == r"\<script\>alert(1)\</script\> \| \*x\* $\\alpha$ &amp; \[l\](http://e)"
+
+
+def test_readme_keeps_text_outside_markers_and_empty_board(tmp_path):
+    (tmp_path / "README.md").write_text(f"# Board\n\nHow to submit.\n\n{README_BEGIN}\nold\n{README_END}\n\nFooter\n")
+    readme, page, n = build(tmp_path)
+    assert n == 0
+    assert readme.read_text() == f"# Board\n\nHow to submit.\n\n{README_BEGIN}\nNo submissions yet.\n{README_END}\n\nFooter\n"
+    assert "No submissions yet." in page.read_text()
+    (tmp_path / "README.md").write_text("# no markers\n")
+    with pytest.raises(UserError, match="markers"):
+        build(tmp_path)
+
+
+def test_malformed_submission_is_named(tmp_path):
+    meta = meta_for("m", "first-nomi-lines-pu-text-none")
+    del meta["seed"]
+    write_submission(tmp_path, "broken", meta, synthetic_results({"sde_masa_id": MASA}))
+    with pytest.raises(UserError, match=r"broken: submission.json: top level: 'seed' is a required property"):
+        build(tmp_path)
+    meta["seed"], meta["design"] = 0, "first-nomi-lines-pu-text-nonsense"
+    (tmp_path / "submissions" / "broken" / "submission.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="broken: design axis 'reasoning' has no option 'nonsense'"):
+        build(tmp_path)
+
+
+def test_build_200_submissions_timing(tmp_path, capsys):
+    """The bar is < 10 s for 200 submissions; measured and printed here, not asserted (machines vary)."""
+    synthetic_board(tmp_path, 200)
+    start = time.perf_counter()
+    assert sde(["board", "build", "--board", str(tmp_path)]) == 0
+    elapsed = time.perf_counter() - start
+    assert "200 submission(s)" in capsys.readouterr().out
+    with capsys.disabled():
+        print(f"\nsde board build: 200 submissions x 4 tasks in {elapsed:.2f} s (bar: < 10 s)")
