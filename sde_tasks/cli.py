@@ -1,0 +1,97 @@
+"""`sde eval …` (lm_eval with the SDE tasks) and `sde score …` (metrics of any engine's outputs).
+
+Imports stay light: lm_eval and the scoring stack load inside the handlers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sde_datagen.errors import RecordError, UserError
+
+EVAL_HELP = (
+    "run lm_eval with the SDE tasks on its include path; every argument goes to lm_eval "
+    "(e.g. sde eval --tasks sde --model hf --model_args pretrained=PATH); "
+    "`sde eval tasks-dir` prints the task folder")
+
+
+def register_eval(commands: argparse._SubParsersAction) -> None:
+    """Add `sde eval` (entry point `eval`). No options of its own, so all of them reach lm_eval."""
+    parser = commands.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP, add_help=False)
+    parser.set_defaults(handler=run_eval, accepts_extra=True)
+
+
+def run_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_tasks.lm_eval_hook import tasks_dir
+
+    if extra == ["tasks-dir"]:
+        print(tasks_dir())
+        return 0
+    import lm_eval.tasks
+    from lm_eval.__main__ import cli_evaluate
+
+    from sde_tasks.lm_eval_hook import patch
+
+    if not patch(lm_eval.tasks.TaskManager, respect_env=False):
+        extra = ["--include_path", str(tasks_dir()), *extra]
+    sys.argv = ["lm_eval", *extra]
+    try:
+        cli_evaluate()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
+def register_score(commands: argparse._SubParsersAction) -> None:
+    """Add `sde score` (entry point `score`)."""
+    parser = commands.add_parser(
+        "score", help="score model outputs against gold targets (JSONL rows with prediction and target text)",
+        description="Prints the task's metrics as JSON. Each row of FILE holds `prediction` and `target`, "
+                    "both text in the design's output format; for MASA the aspect list is the one the target names.")
+    parser.add_argument("--task", required=True, choices=("masa", "ed", "ner"))
+    parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
+    parser.add_argument("file", type=Path, metavar="FILE.jsonl")
+    parser.set_defaults(handler=run_score)
+
+
+def read_rows(path: Path) -> tuple[list[str], list[str], list[int]]:
+    """Predictions, targets and line numbers of a JSONL file; a malformed row raises RecordError."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err})") from None
+    predictions, targets, numbers = [], [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RecordError(path, number, "(row)", f"not valid JSON: {err.msg} at column {err.colno}") from None
+        if not isinstance(row, dict):
+            raise RecordError(path, number, "(row)", "a row must be a JSON object")
+        for field in ("prediction", "target"):
+            if not isinstance(row.get(field), str):
+                raise RecordError(path, number, field, "missing or not a string")
+        predictions.append(row["prediction"])
+        targets.append(row["target"])
+        numbers.append(number)
+    if not targets:
+        raise UserError(f"{path}: no rows to score")
+    return predictions, targets, numbers
+
+
+def run_score(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_tasks.scoring import GoldTextError, score_texts
+
+    predictions, targets, numbers = read_rows(args.file)
+    try:
+        result = score_texts(args.task, args.design, predictions, targets)
+    except GoldTextError as err:
+        raise RecordError(args.file, numbers[err.row - 1], "target", err.reason) from None
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
