@@ -6,12 +6,11 @@ A user's JSONL file ({"id", "target", "rationale"} per line) replaces any of the
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from sde_datagen.errors import RecordError, UserError
-from sde_datagen.records import GoldRecord
+from sde_datagen.errors import RecordError
+from sde_datagen.records import GoldRecord, read_jsonl
 from sde_datagen.spec import TaskSpec
 
 _CLAUSE_END = re.compile(r"[。！？!?；;，,\n.:：]")
@@ -24,21 +23,10 @@ Overrides = dict[tuple[str, str], str]
 
 def load_overrides(path: str | Path) -> Overrides:
     """A user's rationale file: one {"id", "target", "rationale"} object per line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: rationale file not found") from None
     overrides: Overrides = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RecordError(path, number, "(record)", f"not valid JSON: {err.msg}") from None
+    for number, row in read_jsonl(path, "rationale file"):
         for key in ("id", "target", "rationale"):
-            if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key].strip():
+            if not isinstance(row.get(key), str) or not row[key].strip():
                 raise RecordError(path, number, key, "missing or not a non-empty string")
         overrides[(row["id"], row["target"])] = row["rationale"]
     return overrides

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from sde_datagen.errors import RecordError, UserError
 from sde_datagen.spec import TaskSpec
@@ -22,17 +23,15 @@ class GoldRecord:
     targets: Targets
 
 
-def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
-    """Every record of a JSONL file; the first bad one stops the run, naming file, line and field."""
+def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for every non-blank line; bad JSON names the file and line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError(f"{path}: {what} not found") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text ({err})") from None
-    to_targets = _classification_targets if spec.family == "classification" else _extraction_targets
-    records, seen = [], {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -42,6 +41,15 @@ def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
             raise RecordError(path, number, "(record)", f"not valid JSON: {err.msg} at column {err.colno}") from None
         if not isinstance(row, dict):
             raise RecordError(path, number, "(record)", "a record must be a JSON object")
+        yield number, row
+
+
+def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
+    """Every record of a JSONL file; the first bad one stops the run, naming file, line and field."""
+    path = Path(path)
+    to_targets = _classification_targets if spec.family == "classification" else _extraction_targets
+    records, seen = [], {}
+    for number, row in read_jsonl(path):
         rid, text = row.get("id"), row.get("text")
         if not isinstance(rid, str) or not rid:
             raise RecordError(path, number, "id", "missing or not a non-empty string")
