@@ -1,0 +1,83 @@
+"""A run SIGKILLed mid-way and resumed ends with the same adapter as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import NOMI
+
+# Runs the real CLI in a child that SIGKILLs itself while writing its 3rd checkpoint (step 6 of 8):
+# checkpoint step-4 is complete, a step-6 temp dir is half-written, the log already has steps 5-6.
+KILLER = """
+import os, signal, sys, tempfile
+import sde_train.trainer as t
+real = t.save_checkpoint
+def save_then_die(root, step, *args, **kw):
+    if step == 6:
+        half = tempfile.mkdtemp(prefix=".step-00000006.", dir=root)
+        open(os.path.join(half, "adapter_model.safetensors"), "wb").write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(root, step, *args, **kw)
+t.save_checkpoint = save_then_die
+from sde_train.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--dataset", str(dataset), "--config", NOMI, "--output", str(out),
+            "--max-steps", "8", "--save-steps", "2", "--lr", "5e-3", "--batch-size", "3", "--grad-accum", "2",
+            "--lora-dropout", "0.1", *extra]
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from sde_train.cli import main
+
+    assert main(args(tiny_model_dir, tiny_dataset_dir, tmp_path / "ref")) == 0
+
+    out = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILLER, *args(tiny_model_dir, tiny_dataset_dir, out)],
+                           capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000004"]
+    assert not (out / "adapter_model.safetensors").exists()
+
+    assert main(args(tiny_model_dir, tiny_dataset_dir, out)) == 2  # refuses to overwrite without --resume
+    assert main(args(tiny_model_dir, tiny_dataset_dir, out, "--resume")) == 0
+
+    ref, resumed = (load_file(d / "adapter_model.safetensors") for d in (tmp_path / "ref", out))
+    assert ref.keys() == resumed.keys()
+    for key in ref:
+        torch.testing.assert_close(resumed[key], ref[key], rtol=1e-5, atol=1e-7)
+    assert any(v.abs().sum() > 0 for k, v in ref.items() if "lora_B" in k)
+    steps = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    ref_steps = [json.loads(line) for line in (tmp_path / "ref" / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == list(range(1, 9))  # the killed run's steps 5-6 were replaced
+    assert [r["loss"] for r in steps] == pytest.approx([r["loss"] for r in ref_steps], rel=1e-5)
+    assert not (out / "checkpoints").exists()
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    from sde_train.config import TrainConfig
+    from sde_train.errors import TrainError
+    from sde_train.trainer import build_model, load_checkpoint, save_checkpoint
+
+    cfg = TrainConfig(model=str(tiny_model_dir), dataset=str(tiny_dataset_dir), config=NOMI,
+                      output=str(tmp_path), max_steps=4)
+    model = build_model(cfg, torch.device("cpu"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ckpt = save_checkpoint(tmp_path / "checkpoints", 2, model, opt, sched, cfg, "data", 1)
+    assert load_checkpoint(ckpt, model, opt, sched, cfg, "data", 1) == 2
+    other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3})
+    with pytest.raises(TrainError, match="other training settings"):
+        load_checkpoint(ckpt, model, opt, sched, other, "data", 1)
+    with pytest.raises(TrainError, match="dataset changed"):
+        load_checkpoint(ckpt, model, opt, sched, cfg, "other data", 1)
