@@ -65,7 +65,7 @@ def write_meta(folder: Path, value: dict) -> Path:
 @pytest.fixture
 def accepted(real_run, tmp_path) -> Path:
     """The real run, submitted to a fresh board in tmp_path."""
-    folder, failures = submit(real_run, write_meta(tmp_path, meta()), tmp_path / "board")
+    folder, failures = submit(real_run, write_meta(tmp_path, meta(design="ew-sde")), tmp_path / "board")
     assert failures == []
     return folder
 
@@ -82,7 +82,7 @@ def edit_json(path: Path, change) -> None:
 
 def test_real_run_submits_validates_and_builds(accepted, capsys):
     assert sorted(p.name for p in accepted.iterdir()) == ["results.json", f"samples_{TASK}.jsonl", "submission.json"]
-    assert json.loads((accepted / "submission.json").read_text())["design"] == DESIGN
+    assert json.loads((accepted / "submission.json").read_text())["design"] == DESIGN  # the preset, resolved
     board = accepted.parent.parent
     assert not [p for p in (board / "submissions").iterdir() if p.name.startswith(".")]  # no staging left
     assert sde(["board", "validate", "--board", str(board)]) == 0

@@ -48,6 +48,8 @@ def plot_by_design(board: TaskBoard, path: Path) -> None:
         ax.plot(scores[design], [i] * len(scores[design]), "o", color="#1f3b57", markersize=3)
     ax.set_yticks(y, order, fontfamily="monospace", fontsize=8)
     ax.invert_yaxis()
+    every = [v for d in order for v in scores[d]]
+    ax.set_xlim(min([0.0, *every]), max([1.0, *every]))  # the metrics are rates and kappa: 0..1 unless beyond
     ax.set_xlabel(board.primary)
     ax.set_title(f"{board.task}: {board.primary} by design")
     ax.grid(axis="x", alpha=0.3)
@@ -69,20 +71,25 @@ def plot_heatmap(board: TaskBoard, path: Path) -> None:
     for (design, model), values in cells.items():
         if design in row_of:
             grid[row_of[design], column_of[model]] = fmean(values)
-    width = min(3.5 + 0.9 * len(models), 40)
-    fig, ax = plt.subplots(figsize=(width, min(2.0 + 0.3 * len(designs), 40)), dpi=_DPI)
+    width = min(max(6.0, 3.5 + 0.9 * len(models)), 40)
+    fig, ax = plt.subplots(figsize=(width, min(2.5 + 0.3 * len(designs), 40)), dpi=_DPI)
     cmap = plt.get_cmap("viridis" if board.higher_is_better[board.primary] else "viridis_r").with_extremes(bad="#eeeeee")
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap)
+    finite = grid[np.isfinite(grid)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high - low < 1e-9:  # one value: a readable scale around it
+        low, high = low - 0.05, high + 0.05
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=low, vmax=high)
     ax.set_xticks(np.arange(len(models)), [_short(m) for m in models], rotation=35, ha="right")
     ax.set_yticks(np.arange(len(designs)), designs, fontfamily="monospace", fontsize=8)
     if grid.size <= 300:
-        finite = grid[np.isfinite(grid)]
-        middle = (finite.min() + finite.max()) / 2  # dark cells get white text
+        middle = (low + high) / 2  # dark cells get white text
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
                         color="white" if (value < middle) == board.higher_is_better[board.primary] else "black")
-    fig.colorbar(image, ax=ax, label=board.primary)
+    colorbar = fig.colorbar(image, ax=ax, label=board.primary)
+    colorbar.formatter.set_useOffset(False)
+    colorbar.update_ticks()
     ax.set_title(f"{board.task}: {board.primary}, design x base model")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})

@@ -335,9 +335,13 @@ def submit(results_dir: Path, meta_path: Path, board: Path) -> tuple[Path | None
 
     Returns (the new submission folder, []) or (None, failures); nothing stays behind on failure.
     """
+    from sde_datagen.design import PRESETS
+
     meta = read_json(meta_path)
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path}: must be a JSON object")
+    if meta.get("design") in PRESETS:  # the board records variant ids, which never change meaning
+        meta["design"] = PRESETS[meta["design"]].id
     results_file, samples = find_run(results_dir)
     results = read_json(results_file)
     tasks = sorted((results.get("results") or {}) if isinstance(results, dict) else {})
