@@ -154,3 +154,25 @@ def test_limit_version_schema_and_duplicates_are_rejected(accepted, real_run, tm
 def test_validate_with_no_submissions_passes(tmp_path, capsys):
     assert sde(["board", "validate", "--board", str(tmp_path / "empty")]) == 0
     assert "no submissions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["sde_masa_id", "sde_masa_ood", "sde_ed", "sde_ner"])
+def test_gold_outputs_recompute_to_perfect_scores(task):
+    """For every installed task: the validator's documents and metrics agree with the task's YAML."""
+    import yaml
+
+    from sde_datagen.design import PRESETS
+    from sde_tasks.board.validate import expected_docs, installed_tasks, recompute
+
+    design = PRESETS["es-sde"].id
+    docs = list(expected_docs(task, design, 0))
+    assert docs and all(doc["design"] == design for doc in docs)
+    scores = recompute(docs, [doc["completion"] for doc in docs])
+    text = (tasks_dir() / f"{task}.yaml").read_text(encoding="utf-8")
+    names = [m["metric"] for m in yaml.load(text, Loader=yaml.BaseLoader)["metric_list"]]
+    assert list(scores) == names
+    assert scores["format_error_rate"] == 0.0
+    # gold scores (nearly) perfectly: ED's rule counts a repeated (type, trigger) of one sentence once as a
+    # TP and again as an FP, and gold has a few repeats
+    assert scores.get("kappa", 1.0) == pytest.approx(1.0) and scores.get("f1", 1.0) > 0.95
+    assert installed_tasks()[task].version is not None

@@ -316,7 +316,7 @@ def find_run(results_dir: Path) -> tuple[Path, dict[str, Path]]:
         raise UserError(f"{results_dir} holds {len(found)} runs; pass the results_*.json of one:\n  "
                         + "\n  ".join(str(p) for p in found))
     results_file = found[0]
-    date_id = results_file.stem.removeprefix("results_")
+    date_id = results_file.stem.rsplit("_", 1)[-1]  # lm-eval names both files after the run's start time
     samples = {}
     for path in results_file.parent.glob(f"samples_*_{date_id}.jsonl"):
         samples[path.name.removeprefix("samples_").removesuffix(f"_{date_id}.jsonl")] = path
