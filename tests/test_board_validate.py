@@ -137,6 +137,13 @@ def test_limit_version_schema_and_duplicates_are_rejected(accepted, real_run, tm
     assert any("task version 0.5" in p for p in failures_of(accepted))
     results.write_text(original, encoding="utf-8")
 
+    edit_json(results, lambda r: (r["results"][TASK].__setitem__("made_up,none", 1.0),
+                                  r["higher_is_better"][TASK].__setitem__("format_error_rate", True)))
+    problems = failures_of(accepted)
+    assert any("does not compute: made_up" in p for p in problems), problems
+    assert any("higher_is_better is" in p for p in problems), problems
+    results.write_text(original, encoding="utf-8")
+
     edit_json(accepted / "submission.json", lambda m: m.pop("submitter"))
     assert failures_of(accepted) == ["submission.json: top level: 'submitter' is a required property"]
     edit_json(accepted / "submission.json", lambda m: m.__setitem__("submitter", "board tests"))

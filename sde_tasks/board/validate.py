@@ -44,6 +44,7 @@ class InstalledTask:
     name: str
     version: Any
     dataset_kwargs: dict[str, Any]
+    higher_is_better: dict[str, bool]  # metric -> direction, in the YAML's metric_list order
 
 
 class _TaskYamlLoader(yaml.SafeLoader):
@@ -65,6 +66,8 @@ def installed_tasks() -> dict[str, InstalledTask]:
                 name=config["task"],
                 version=(config.get("metadata") or {}).get("version"),
                 dataset_kwargs=dict(config.get("dataset_kwargs") or {}),
+                higher_is_better={m["metric"]: bool(m.get("higher_is_better", True))
+                                  for m in config.get("metric_list") or []},
             )
     return tasks
 
@@ -212,6 +215,12 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
         metric, _, filter_name = key.rpartition(",")
         if filter_name == FILTER and not metric.endswith("_stderr"):
             reported[metric] = value
+    unknown_metrics = sorted(set(reported) - set(installed.higher_is_better))
+    if unknown_metrics:
+        failures.append(f"task {task}: reports metric(s) the task pack does not compute: {', '.join(unknown_metrics)}")
+    directions = (results.get("higher_is_better") or {}).get(task)
+    if directions != installed.higher_is_better:
+        failures.append(f"task {task}: higher_is_better is {directions!r}, the task pack says {installed.higher_is_better!r}")
     for metric, value in recompute(docs, predictions).items():
         if metric not in reported:
             failures.append(f"task {task}: metric {metric} is missing from the results")
