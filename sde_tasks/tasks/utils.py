@@ -1,4 +1,4 @@
-"""lm-eval hooks of the SDE tasks: build the documents, score one output.
+"""lm-eval hooks of the SDE tasks: build the documents, score one output, aggregate.
 
 Documents are rendered by sde_datagen.render_sample, the function that writes training samples,
 so the evaluation prompt is the training prompt. The design comes from lm-eval's metadata:
@@ -19,6 +19,9 @@ from sde_datagen.errors import UserError
 from sde_datagen.records import load_records
 from sde_datagen.render import render_sample
 from sde_datagen.tasks import load_task
+from sde_tasks.metrics import (  # noqa: F401  the aggregations the YAMLs name as utils.<name>
+    accuracy, exact_match, f1, format_error_rate, kappa, precision, recall,
+)
 from sde_tasks.scoring import PARSE_MODE, doc_items, gold_json
 
 DEFAULT_DESIGN = "es-sde"
