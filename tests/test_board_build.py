@@ -30,9 +30,11 @@ def test_tables_mark_best_and_aggregate_runs(tmp_path):
     text = readme.read_text(encoding="utf-8")
     lines = [line for line in text.splitlines() if line.startswith("| m/")]
     # mean over the two runs of (m/one, es-sde): kappa 0.5 ranks first; lower format_error_rate is best
-    assert lines[0] == "| m/one | `first-nomi-lines-pu-text-none` | 2 | **0.5000** | 0.7000 | **0.2000** | 0.2000 |"
-    assert lines[1] == "| m/two | `last-nomi-natural-ou-text-none` | 1 | 0.4500 | **0.9000** | **0.2000** | **0.0500** |"
-    assert "| Base model | Design | Runs | kappa ↑ | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
+    assert lines[0] == ("| m/one | `first-nomi-lines-pu-text-none` | masa D1, 500 samples | 2 "
+                        "| **0.5000** | 0.7000 | **0.2000** | 0.2000 |")
+    assert lines[1] == ("| m/two | `last-nomi-natural-ou-text-none` | masa D1, 500 samples | 1 "
+                        "| 0.4500 | **0.9000** | **0.2000** | **0.0500** |")
+    assert "| Base model | Design | Training | Runs | kappa ↑ | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
     site = page.parent
     assert sorted(p.name for p in site.iterdir()) == [
         "index.html", "sde_masa_id-by-design.png", "sde_masa_id-heatmap.png"]
@@ -89,3 +91,15 @@ def test_build_200_submissions_timing(tmp_path, capsys):
     assert "200 submission(s)" in capsys.readouterr().out
     with capsys.disabled():
         print(f"\nsde board build: 200 submissions x 4 tasks in {elapsed:.2f} s (bar: < 10 s)")
+
+
+def test_untuned_baseline_is_never_averaged_with_tuned_runs(tmp_path):
+    design = "first-nomi-lines-pu-text-none"
+    write_submission(tmp_path, "tuned", meta_for("m/one", design), synthetic_results({"sde_ed": {"f1": 0.8}}))
+    untuned = {**meta_for("m/one", design), "adapter": None, "training": None}
+    write_submission(tmp_path, "untuned", untuned, synthetic_results({"sde_ed": {"f1": 0.1}}))
+    readme, page, _ = build(tmp_path)
+    rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| m/one")]
+    assert rows == [f"| m/one | `{design}` | masa D1, 500 samples | 1 | **0.8000** |",
+                    f"| m/one | `{design}` | untuned | 1 | 0.1000 |"]
+    assert "<td>(untuned)</td>" in page.read_text(encoding="utf-8")

@@ -39,6 +39,7 @@ class Row:
     design: str
     axes: dict[str, str]
     training: str
+    tuned: bool
     seed: int
     submitter: str
     date: str
@@ -92,6 +93,7 @@ def rows_of(sub: Submission) -> list[Row]:
                 design=meta["design"],
                 axes=axes,
                 training=_training_words(meta["training"]),
+                tuned=meta["training"] is not None,
                 seed=meta["seed"],
                 submitter=meta["submitter"],
                 date=meta["date"],
@@ -149,28 +151,45 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split())).replace("&", "&amp;")
 
 
-def aggregate(board: TaskBoard) -> list[tuple[str, str, int, dict[str, float]]]:
-    """Rows base model x design: (base model, design, runs, mean of each metric over the runs)."""
-    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+@dataclass(frozen=True)
+class TableRow:
+    """A README row: one base model x design (x training), its number of runs and mean metrics."""
+
+    base_model: str
+    design: str
+    training: str
+    runs: int
+    means: dict[str, float]
+
+
+def aggregate(board: TaskBoard) -> list[TableRow]:
+    """Rows base model x design, best first; runs sharing both are averaged, unless trained differently
+    (an untuned baseline or another training set is a row of its own, never mixed into a mean)."""
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for row in board.rows:
-        groups[(row.base_model, row.design)].append(row)
+        groups[(row.base_model, row.design, row.training)].append(row)
     table = []
-    for (model, design), rows in groups.items():
-        means = {m: fmean(r.metrics[m] for r in rows if m in r.metrics) for m in board.metrics if any(m in r.metrics for r in rows)}
-        table.append((model, design, len(rows), means))
+    for (model, design, training), rows in groups.items():
+        means = {}
+        for metric in board.metrics:
+            values = [r.metrics[metric] for r in rows if metric in r.metrics]
+            if values:
+                means[metric] = fmean(values)
+        table.append(TableRow(model, design, training, len(rows), means))
     primary, sign = board.primary, (-1 if board.higher_is_better[board.primary] else 1)
-    table.sort(key=lambda t: (primary not in t[3], sign * t[3].get(primary, 0.0), t[0], t[1]))
+    table.sort(key=lambda t: (primary not in t.means, sign * t.means.get(primary, 0.0), t.base_model, t.design))
     return table
 
 
 def markdown_table(board: TaskBoard) -> str:
     table = aggregate(board)
-    best = best_values([t[3] for t in table], board.metrics, board.higher_is_better)
+    best = best_values([t.means for t in table], board.metrics, board.higher_is_better)
     arrows = {m: ("↑" if board.higher_is_better[m] else "↓") for m in board.metrics}
-    head = ["Base model", "Design", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(board.metrics)]
-    for model, design, runs, means in table:
-        cells = [md_text(model), f"`{design}`", str(runs)]
+    head = ["Base model", "Design", "Training", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * len(board.metrics)]
+    for row in table:
+        means = row.means
+        cells = [md_text(row.base_model), f"`{row.design}`", md_text(row.training), str(row.runs)]
         for metric in board.metrics:
             value = means.get(metric)
             text = "–" if value is None else f"{value:.4f}"
@@ -184,7 +203,7 @@ def readme_section(boards: list[TaskBoard], n_submissions: int) -> str:
         return "No submissions yet."
     parts = [
         f"{n_submissions} submission(s). Rows: base model x design (the mean over runs when several "
-        "submissions share both); **bold** marks the best value of each column; ↑ higher is better, "
+        "submissions share both and their training); **bold** marks the best value of each column; ↑ higher is better, "
         "↓ lower is better. The [page](site/index.html) lists every run and can be sorted and filtered."
     ]
     for board in boards:
@@ -220,7 +239,7 @@ def updated_readme(current: str | None, section: str) -> str:
 def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
     """Render the page and its plots into a fresh folder, then swap it in for the old site/."""
     from sde_tasks.board.page import render_page
-    from sde_tasks.board.plots import MAX_DESIGNS, plot_by_design, plot_heatmap
+    from sde_tasks.board.plots import MAX_DESIGNS, design_order, plot_by_design, plot_heatmap
 
     site = board_dir / SITE_DIR
     tmp = Path(tempfile.mkdtemp(dir=board_dir, prefix=".site."))
@@ -230,7 +249,7 @@ def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
             by_design, heatmap = f"{board.task}-by-design.png", f"{board.task}-heatmap.png"
             plot_by_design(board, tmp / by_design)
             plot_heatmap(board, tmp / heatmap)
-            n_designs = len({row.design for row in board.rows})
+            n_designs = len(design_order(board)[1])
             shown = f"; the best {MAX_DESIGNS} of {n_designs} designs" if n_designs > MAX_DESIGNS else ""
             plots[board.task] = [
                 (by_design, f"{board.task}: {board.primary} by design (bar: mean over runs; dots: runs{shown})"),

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from sde_tasks.board.build import TaskBoard  # noqa: E402
+from sde_tasks.board.build import Row, TaskBoard  # noqa: E402
 
 plt.rcParams.update({"text.parse_math": False, "svg.fonttype": "none", "font.size": 9})
 _DPI = 100
@@ -27,12 +27,17 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def _label(row: Row) -> str:
+    """A plot's design label; an untuned baseline is kept apart from the tuned runs of its design."""
+    return row.design if row.tuned else f"{row.design} (untuned)"
+
+
 def design_order(board: TaskBoard) -> tuple[list[str], dict[str, list[float]]]:
     """The best MAX_DESIGNS designs, best first (mean primary score over runs), with their run scores."""
     scores: dict[str, list[float]] = defaultdict(list)
     for row in board.rows:
         if board.primary in row.metrics:
-            scores[row.design].append(row.metrics[board.primary])
+            scores[_label(row)].append(row.metrics[board.primary])
     higher = board.higher_is_better[board.primary]
     order = sorted(scores, key=lambda d: (-fmean(scores[d]) if higher else fmean(scores[d]), d))
     return order[:MAX_DESIGNS], scores
@@ -65,7 +70,7 @@ def plot_heatmap(board: TaskBoard, path: Path) -> None:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for row in board.rows:
         if board.primary in row.metrics:
-            cells[(row.design, row.base_model)].append(row.metrics[board.primary])
+            cells[(_label(row), row.base_model)].append(row.metrics[board.primary])
     grid = np.full((len(designs), len(models)), np.nan)
     row_of, column_of = {d: i for i, d in enumerate(designs)}, {m: j for j, m in enumerate(models)}
     for (design, model), values in cells.items():
