@@ -89,6 +89,7 @@ def test_real_run_submits_validates_and_builds(accepted, capsys):
     assert "1 valid, 0 invalid" in capsys.readouterr().out
     readme, page, n = build(board)
     assert n == 1 and f"| tiny/qwen2-random | `{DESIGN}` | untuned | 1 |" in readme.read_text(encoding="utf-8")
+    assert "<td>0-shot, max_gen_toks=4</td>" in page.read_text(encoding="utf-8")  # how it was run, shown
 
 
 @pytest.mark.parametrize("metric", ["kappa", "accuracy", "exact_match", "format_error_rate"])

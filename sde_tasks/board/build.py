@@ -40,6 +40,7 @@ class Row:
     axes: dict[str, str]
     training: str
     tuned: bool
+    evaluation: str
     seed: int
     submitter: str
     date: str
@@ -65,6 +66,17 @@ def _training_words(training: dict | None) -> str:
         return "untuned"
     domain = f" {training['domain']}" if training.get("domain") else ""
     return f"{training['task']}{domain}, {training['size']} samples"
+
+
+def _eval_words(results: dict, task: str) -> str:
+    """How lm-eval ran the task, where runs may differ: shots, chat template, generation overrides."""
+    words = [f"{(results.get('n-shot') or {}).get(task, 0)}-shot"]
+    if results.get("chat_template"):
+        words.append("chat template")
+    overrides = (results.get("config") or {}).get("gen_kwargs") or {}
+    if isinstance(overrides, dict):
+        words += [f"{key}={value}" for key, value in sorted(overrides.items())]
+    return ", ".join(words)
 
 
 def rows_of(sub: Submission) -> list[Row]:
@@ -94,6 +106,7 @@ def rows_of(sub: Submission) -> list[Row]:
                 axes=axes,
                 training=_training_words(meta["training"]),
                 tuned=meta["training"] is not None,
+                evaluation=_eval_words(sub.results, task),
                 seed=meta["seed"],
                 submitter=meta["submitter"],
                 date=meta["date"],

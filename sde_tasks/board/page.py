@@ -99,7 +99,7 @@ _JS = """
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
 _CSP = f"default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; script-src 'sha256-{_SCRIPT_HASH}'"
 
-_DETAILS = ("Adapter", "Training", "Seed", "Submitter", "Date", "Submission")
+_DETAILS = ("Adapter", "Training", "Seed", "Evaluation", "Submitter", "Date", "Submission")
 
 
 def _attr(text: object) -> str:
@@ -139,6 +139,7 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
             else "<td>(untuned)</td>",
             f"<td>{_attr(row.training)}</td>",
             f'<td class="num" data-sort="{row.seed}">{row.seed}</td>',
+            f"<td>{_attr(row.evaluation)}</td>",
             f"<td>{_attr(row.submitter)}</td>",
             f"<td>{_attr(row.date)}</td>",
             f"<td><code>{_attr(row.submission)}</code></td>",
