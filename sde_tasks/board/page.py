@@ -119,8 +119,8 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
     head = [_th("Base model")] + [_th(a) for a in axes]
     head += [_th(f"{m} {arrows[m]}", metric=m) for m in board.metrics]
     head += [_th(c, numeric=c == "Seed") for c in _DETAILS]
-    order = sorted(board.rows, key=lambda r: -r.metrics.get(board.primary, float("-inf"))
-                   if board.higher_is_better[board.primary] else r.metrics.get(board.primary, float("inf")))
+    sign = -1 if board.higher_is_better[board.primary] else 1  # best first; rows without the metric last
+    order = sorted(board.rows, key=lambda r: (board.primary not in r.metrics, sign * r.metrics.get(board.primary, 0.0)))
     body = []
     for row in order:
         searchable = " ".join([row.base_model, row.adapter, row.design, row.training, row.submitter, row.submission])

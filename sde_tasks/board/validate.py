@@ -165,12 +165,16 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
                         f"says {design}; pass --metadata '{{\"design\": \"{design}\"}}' to lm_eval")
         return None
     instruction = metadata.get("instruction", 0)
-    if instruction != 0:
+    if str(instruction) != "0":
         failures.append(f"task {task}: evaluated with paraphrased instruction {instruction!r}; the board compares "
                         "designs under the canonical instruction (0)")
         return None
 
-    docs = expected_docs(task, design, 0)
+    try:
+        docs = expected_docs(task, design, 0)
+    except UserError as err:  # e.g. a No-Inst design on the out-of-domain task: lm-eval cannot have run it
+        failures.append(f"task {task}: {err}")
+        return None
     n = len(docs)
     counts = (results.get("n-samples") or {}).get(task) or {}
     if counts.get("original") != n or counts.get("effective") != n:
