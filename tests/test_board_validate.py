@@ -184,3 +184,18 @@ def test_gold_outputs_recompute_to_perfect_scores(task):
     # TP and again as an FP, and gold has a few repeats
     assert scores.get("kappa", 1.0) == pytest.approx(1.0) and scores.get("f1", 1.0) > 0.95
     assert installed_tasks()[task].version is not None
+
+
+def test_submit_needs_one_run_with_its_samples(real_run, tmp_path):
+    from sde_datagen.errors import UserError
+
+    results = next(real_run.rglob("results_*.json"))
+    alone = tmp_path / "no-samples"
+    alone.mkdir()
+    shutil.copy(results, alone)
+    folder, problems = submit(alone, write_meta(tmp_path, meta()), tmp_path / "board")
+    assert folder is None and problems == [
+        f"task {TASK}: no logged samples beside {results.name}; run lm_eval with --log_samples"]
+    shutil.copy(results, alone / "results_2026-01-01T00-00-00.000000.json")
+    with pytest.raises(UserError, match="holds 2 runs"):
+        submit(alone, write_meta(tmp_path, meta()), tmp_path / "board")
