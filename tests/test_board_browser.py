@@ -5,6 +5,8 @@ why, only when that is impossible. It leaves a screenshot in its tmp dir and pri
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from test_board_util import Browser, ensure_chromium, meta_for, synthetic_board, synthetic_results, write_submission
 
@@ -17,6 +19,7 @@ EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 
 def browser(tmp_path_factory):
     found = ensure_chromium()
     if isinstance(found, str):
+        warnings.warn(f"NO BROWSER TEST: {found}", stacklevel=1)  # listed in pytest's warnings summary
         pytest.skip(f"NO BROWSER TEST: {found}")
     session = Browser(*found, profile=tmp_path_factory.mktemp("chromium-profile"))
     yield session
