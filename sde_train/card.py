@@ -22,7 +22,7 @@ LOSS_WORDS = {
 }
 
 
-def model_card(cfg: TrainConfig, summary: dict, designs: list[str], design_words: list[str]) -> str:
+def model_card(cfg: TrainConfig, summary: dict, designs: list[str], design_words: str | None) -> str:
     """Hub metadata (base_model, library_name: peft, datasets, tags) + what was trained, in words."""
     variant = cfg.config or (designs[0] if len(designs) == 1 else None)
     meta = {
@@ -42,7 +42,8 @@ def model_card(cfg: TrainConfig, summary: dict, designs: list[str], design_words
         f"- dataset: `{cfg.dataset}`, config `{cfg.config}`, split `{cfg.split}` ({summary['samples']} samples)",
         f"- design (variant id): `{variant or 'not given'}`",
     ]
-    lines += [f"- design, from the dataset card: {w.lstrip('-*| ').rstrip('| ')}" for w in design_words]
+    if design_words:
+        lines.append(f"- design in words (from the dataset card): {design_words}")
     lines += [
         f"- data fingerprint (sha256 of prompt, completion, loss_on_prompt): `{summary['data_fingerprint']}`",
         f"- chat template: {'used (prompt = user turn, completion = assistant turn)' if cfg.chat_template else 'not used (prompt + completion + EOS as plain text)'}",
@@ -66,7 +67,7 @@ def model_card(cfg: TrainConfig, summary: dict, designs: list[str], design_words
 
 
 def write_model_card(out: Path, cfg: TrainConfig, summary: dict, designs: list[str],
-                     design_words: list[str]) -> Path:
+                     design_words: str | None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".README.", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(model_card(cfg, summary, designs, design_words))

@@ -4,8 +4,8 @@ Why this shape: the loss mask comes from the data (`loss_on_prompt`), never from
 so it is exact by construction: prompt and completion are tokenized separately (what the model
 sees at inference is the tokenized prompt, then its own tokens) and the boundary is a count.
 Batches are packed into one row with positions restarting at 0 per sample, so no compute goes to
-padding and attention stays within each sample (transformers derives a block-diagonal causal
-mask, or flash-attention varlen, from the restarting position ids).
+padding; attention stays within each sample (per-sample SDPA, see attention.py, or flash-attention
+varlen / a block-diagonal mask, which transformers derives from the restarting position ids).
 """
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ class Batch:
     position_ids: torch.Tensor  # (1, T): restart at 0 for each sample
     hidden_index: torch.Tensor  # (N,): positions whose next token carries loss
     targets: torch.Tensor  # (N,): those next tokens
-    n_tokens: int  # real tokens in the batch (there is no padding)
+    seq_bounds: tuple[int, ...]  # where each sample starts, then T
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.input_ids.to(device), self.position_ids.to(device),
-                     self.hidden_index.to(device), self.targets.to(device), self.n_tokens)
+                     self.hidden_index.to(device), self.targets.to(device), self.seq_bounds)
 
 
 def load_rows(dataset: str, config: str | None, split: str) -> list[dict]:
@@ -120,9 +120,10 @@ def encode_rows(rows: list[dict], tokenizer, chat_template: bool, max_length: in
 
 def pack(samples: list[Sample]) -> Batch:
     """One row of samples back to back; the loss positions and their targets, gathered."""
-    ids, positions, hidden_index, targets = [], [], [], []
+    ids, positions, hidden_index, targets, bounds = [], [], [], [], []
     for s in samples:
         offset = len(ids)
+        bounds.append(offset)
         ids.extend(s.ids)
         positions.extend(range(len(s.ids)))
         for j in range(max(s.loss_start, 1), len(s.ids)):  # token j is predicted at position j - 1
@@ -133,7 +134,7 @@ def pack(samples: list[Sample]) -> Batch:
         position_ids=torch.tensor([positions], dtype=torch.long),
         hidden_index=torch.tensor(hidden_index, dtype=torch.long),
         targets=torch.tensor(targets, dtype=torch.long),
-        n_tokens=len(ids),
+        seq_bounds=(*bounds, len(ids)),
     )
 
 
@@ -183,10 +184,11 @@ def count_loss_tokens(samples: list[Sample]) -> int:
     return sum(max(0, len(s.ids) - max(s.loss_start, 1)) for s in samples)
 
 
-def read_design_words(dataset: str, variant: str | None) -> list[str]:
-    """Lines of the dataset card that mention the variant (how the exporter describes the design)."""
+def read_design_words(dataset: str, variant: str | None) -> str | None:
+    """How the dataset card describes the variant's design: the `design` cell of its table row, or
+    the text of a bullet naming it. None when there is no card or it says nothing."""
     if not variant:
-        return []
+        return None
     card = Path(dataset) / "README.md"
     try:
         if card.is_file():
@@ -196,6 +198,19 @@ def read_design_words(dataset: str, variant: str | None) -> list[str]:
 
             text = DatasetCard.load(dataset).content
     except Exception:  # no card, offline, private repo: the model card then names the id only
-        return []
-    body = text.split("\n---", 1)[-1] if text.startswith("---") else text  # skip the YAML header
-    return [line.strip() for line in body.splitlines() if variant in line and line.strip()][:5]
+        return None
+    if text.startswith("---"):  # the YAML header names configs, not designs
+        text = text.split("\n---", 1)[-1]
+    header: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("|"):
+            cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+            if variant in cells and "design" in header:
+                return cells[header.index("design")] or None
+            if variant not in cells and not set(line) <= set("|-: "):
+                header = [c.lower() for c in cells]
+        elif line.startswith(("- ", "* ")) and variant in line:
+            words = line[2:].replace(f"`{variant}`", "").replace(variant, "").strip(" :")
+            return words or None
+    return None

@@ -93,15 +93,20 @@ def build_tiny_model(
     intermediate_size: int | None = None,
     num_kv_heads: int | None = None,
     tie_word_embeddings: bool = True,
+    model_vocab_size: int | None = None,
 ) -> Path:
-    """Write a random-weight Qwen2 model + tokenizer to `out_dir` (atomically) and return it."""
+    """Write a random-weight Qwen2 model + tokenizer to `out_dir` (atomically) and return it.
+
+    `model_vocab_size` (>= the tokenizer's) pads the embedding as real checkpoints do, e.g. 151936
+    for a Qwen2.5-shaped model whose tokenizer here is small.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     out_dir = Path(out_dir)
     tokenizer = train_tokenizer(corpus, vocab_size)
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), model_vocab_size or 0),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 4 * hidden_size,
         num_hidden_layers=num_layers,

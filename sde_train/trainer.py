@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sde_train.attention import VARLEN_SDPA
+from sde_train.attention import register as register_varlen
 from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
@@ -49,9 +51,10 @@ class CausalLMLoss(nn.Module):
                 raise TrainError(f"model config sets {attr}; sde_train's LM head path does not apply it")
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, hidden_index: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
+                targets: torch.Tensor, seq_bounds: tuple[int, ...]) -> torch.Tensor:
         base = self.model.get_base_model()
-        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        extra = {"seq_bounds": seq_bounds} if base.config._attn_implementation == VARLEN_SDPA else {}
+        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra)
         picked = hidden.last_hidden_state.flatten(0, 1).index_select(0, hidden_index)
         logits = base.get_output_embeddings()(picked).float()
         return F.cross_entropy(logits, targets, reduction="none")
@@ -89,7 +92,9 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     cuda = device.type == "cuda"
-    attn = cfg.attn_implementation or _default_attention(cuda)
+    attn = cfg.attn_implementation or _default_attention(cuda, cfg.compile)
+    if attn == VARLEN_SDPA:
+        register_varlen()
     try:
         base = AutoModelForCausalLM.from_pretrained(
             cfg.model, dtype=torch.bfloat16 if cuda else torch.float32, attn_implementation=attn)
@@ -110,11 +115,14 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     return model.to(device).train()
 
 
-def _default_attention(cuda: bool) -> str:
-    """flash-attention varlen on GPU when installed; SDPA (block-diagonal mask for packing) otherwise."""
+def _default_attention(cuda: bool, compile: bool) -> str:
+    """flash-attention varlen on GPU when installed; else SDPA per packed sample. Under torch.compile,
+    plain sdpa (block-diagonal mask from the position ids): per-sample bounds would recompile."""
     import importlib.util
 
-    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+    if cuda and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return "sdpa" if compile else VARLEN_SDPA
 
 
 def lr_lambda(total: int, warmup: int):
@@ -189,6 +197,7 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=total, initial=start, desc="sde train", disable=not dist.main, dynamic_ncols=True)
     window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, loss tokens, real tokens
     window_start, final_loss, tokens_per_s = time.perf_counter(), float("nan"), 0.0
+    loop_start, tokens_seen, loss_tokens_seen = window_start, 0, 0
     for step in range(start, total):
         torch.manual_seed(step_seed(cfg.seed, step, dist.rank))
         micro = [[samples[i] for i in idx] for idx in plan.micro_batches(step, dist.rank)]
@@ -202,7 +211,8 @@ def train(cfg: TrainConfig) -> dict:
             batch = pack(group).to(device)
             sync = ddp is None or k == len(micro) - 1
             with (contextlib.nullcontext() if sync else ddp.no_sync()), autocast:
-                token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index, batch.targets)
+                token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index, batch.targets,
+                                        batch.seq_bounds)
                 (token_loss.sum() * scale).backward()
             loss_sum += token_loss.detach().sum().double()
         if cfg.max_grad_norm > 0:
@@ -217,6 +227,7 @@ def train(cfg: TrainConfig) -> dict:
         done = step + 1
         if done % cfg.logging_steps == 0 or done == total:
             loss_s, loss_n, n_tok = window.tolist()  # syncs the device: timings below are real
+            tokens_seen, loss_tokens_seen = tokens_seen + int(n_tok), loss_tokens_seen + int(loss_n)
             now = time.perf_counter()
             final_loss = loss_s / max(loss_n, 1.0)
             tokens_per_s = n_tok / max(now - window_start, 1e-9)
@@ -236,6 +247,8 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
 
     summary = {"output": str(out), "steps": total, "final_loss": final_loss, "tokens_per_s": tokens_per_s,
+               "tokens": tokens_seen, "loss_tokens": loss_tokens_seen,
+               "train_seconds": time.perf_counter() - loop_start,
                "samples": len(samples), "data_fingerprint": fingerprint,
                "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in rows})}
     if dist.main:

@@ -97,14 +97,16 @@ def test_chat_template_without_prefix_property_fails_clearly(tiny_model_dir):
         encode_sample(tok, "q\n", "a", False, True, 2048)
 
 
-def test_packed_batch_gives_the_same_per_sample_loss(tiny_model_dir, tiny_dataset_dir, tmp_path):
-    """Attention stays within each sample: one packed row == each sample alone."""
+@pytest.mark.parametrize("attn", ["sde_varlen_sdpa", "sdpa"])
+def test_packed_batch_gives_the_same_per_sample_loss(tiny_model_dir, tiny_dataset_dir, tmp_path, attn):
+    """Attention stays within each sample: one packed row == each sample alone (per-sample SDPA, or
+    transformers' block-diagonal mask from restarting position ids) == the plain HF forward."""
     from transformers import AutoTokenizer
 
     from sde_train.data import encode_rows, load_rows, pack
     from sde_train.trainer import CausalLMLoss, build_model
 
-    cfg = make_cfg(tiny_model_dir, tiny_dataset_dir, tmp_path / "o", config=MI)
+    cfg = make_cfg(tiny_model_dir, tiny_dataset_dir, tmp_path / "o", config=MI, attn_implementation=attn)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     samples = encode_rows(load_rows(str(tiny_dataset_dir), MI, "train")[:5], tok, False, 2048)
     model = CausalLMLoss(build_model(cfg, torch.device("cpu"))).eval()
@@ -112,10 +114,15 @@ def test_packed_batch_gives_the_same_per_sample_loss(tiny_model_dir, tiny_datase
     def run(group):
         b = pack(group)
         with torch.no_grad():
-            return model(b.input_ids, b.position_ids, b.hidden_index, b.targets)
+            return model(b.input_ids, b.position_ids, b.hidden_index, b.targets, b.seq_bounds)
 
     packed = run(samples)
     alone = torch.cat([run([s]) for s in samples])
+    with torch.no_grad():
+        logits = model.model(input_ids=torch.tensor([samples[0].ids])).logits[0, :-1]
+    torch.testing.assert_close(alone[: len(samples[0].ids) - 1],
+                               F.cross_entropy(logits, torch.tensor(samples[0].ids[1:]), reduction="none"),
+                               rtol=1e-5, atol=1e-5)
     assert packed.shape == alone.shape and packed.numel() == sum(len(s.ids) - 1 for s in samples)
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
     assert pack(samples).input_ids.numel() == sum(len(s.ids) for s in samples)  # no padding at all
@@ -194,7 +201,7 @@ def test_model_card(trained, tiny_model_dir, tiny_dataset_dir):
     assert meta["base_model"] == str(tiny_model_dir) and meta["library_name"] == "peft"
     assert "sde" in meta["tags"] and NOMI in meta["tags"]
     log = read_log(trained)
-    for expected in ["loss on the completion only",  # the design in words, from the dataset card
+    for expected in ["design in words (from the dataset card): loss on the completion only",
                      "| lora_r | 8 |", "| lr | 0.01 |", "| batch_size | 4 |", "| max_length | 2048 |",
                      "chat template: not used", "No-MI", f"final training loss: {log[-1]['loss']:.4f}",
                      str(tiny_dataset_dir)]:
