@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser clean
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	OUT=$(OUT) PY=$(PY) bash scripts/demo.sh
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# Debian's Chromium and chromedriver drive the leaderboard page's browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "WARNING: chromium not installable; the browser test will skip"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
