@@ -40,6 +40,9 @@ class FormatError:
 class Parsed:
     targets: Targets
     errors: list[FormatError] = field(default_factory=list)
+    # Extraction: (key, span) items whose type names no expected type; scoring counts them as
+    # false positives, as the paper does.
+    stray: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -131,12 +134,13 @@ class Codec:
             items = self._json_items(text, errors, soft)
         else:
             items = self._text_items(text, errors, soft)
-        values = self._family.read(items, errors, soft)
+        stray: list[tuple[str, str]] = []
+        values = self._family.read(items, errors, soft, stray)
         if self.listed:
             missing = [name for name in self.spec.target_names if name not in values]
             if missing:
                 errors.append(FormatError("missing_target", f"nothing for {', '.join(missing)}"))
-        return Parsed(self._family.fill(values), errors)
+        return Parsed(self._family.fill(values), errors, stray)
 
     def _text_items(self, text: str, errors: list[FormatError], soft: bool) -> list[_Item]:
         rationales: list[str] = []
@@ -183,6 +187,8 @@ class Codec:
                 lines = [json.dumps(x, ensure_ascii=False) for x in decoded]
         heuristic = self.design.format == "heuristic"
         items = []
+        # One decode per line: joining lines into one JSON array would be faster, but an output
+        # whose lines are not each a JSON value could then be read with items shifted between lines.
         for line in lines:
             obj = _loads(line)
             if heuristic:
@@ -247,7 +253,7 @@ class _Classification:
                     return name
         return None
 
-    def read(self, items: list[_Item], errors: list[FormatError], soft: bool) -> dict[str, str]:
+    def read(self, items: list[_Item], errors: list[FormatError], soft: bool, stray: list) -> dict[str, str]:
         values: dict[str, str] = {}
         for item in items:
             key = item.key
@@ -303,37 +309,39 @@ class _Extraction:
     def json_value(self, value: object) -> object:
         return value
 
-    def read(self, items: list[_Item], errors: list[FormatError], soft: bool) -> dict[str, list[str]]:
+    def read(self, items: list[_Item], errors: list[FormatError], soft: bool, stray: list) -> dict[str, list[str]]:
+        """Spans per type. A model's repeated spans are kept: the paper counts repeats as false positives."""
         values: dict[str, list[str]] = {}
         for item in items:
+            found = self._spans(item.value)
+            if found is None:
+                errors.append(FormatError("invalid_json", f"the spans of '{item.key[:40]}' are not a list of texts"))
+                continue
             name = self.key_in.get(item.key)
             if name is None:
                 errors.append(FormatError("unknown_target", f"'{item.key[:40]}' is not an expected type"))
                 name = self.key_soft.get(_fold(item.key)) if soft else None
                 if name is None:
+                    stray.extend((item.key, span) for span in found if span)
                     continue
             if name in values and not self.repeats:
                 errors.append(FormatError("duplicate_target", f"'{name}' appears twice"))
                 if not soft:
                     continue
             spans = values.setdefault(name, [])
-            value = item.value
-            if isinstance(value, str):
-                if value == self.placeholder:
-                    continue
-                found = self.spans_re.split(value)
-            elif isinstance(value, list) and all(isinstance(s, str) for s in value):
-                found = value
-            else:
-                errors.append(FormatError("invalid_json", f"the spans of '{name}' are not a list of texts"))
-                continue
             for span in found:
-                span = span.strip()
-                if not span:
-                    errors.append(FormatError("empty_span", f"an empty span for '{name}'"))
-                elif span not in spans:
+                if span:
                     spans.append(span)
+                else:
+                    errors.append(FormatError("empty_span", f"an empty span for '{name}'"))
         return values
+
+    def _spans(self, value: object) -> list[str] | None:
+        if isinstance(value, str):
+            return [] if value == self.placeholder else [s.strip() for s in self.spans_re.split(value)]
+        if isinstance(value, list) and all(isinstance(s, str) for s in value):
+            return [s.strip() for s in value]
+        return None
 
     def fill(self, values: dict[str, list[str]]) -> dict[str, list[str]]:
         return {name: values.get(name, []) for name in self.names}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import RecordError, UserError
+from sde_datagen.records import read_jsonl
 
 EVAL_HELP = (
     "run lm_eval with the SDE tasks on its include path; every argument goes to lm_eval "
@@ -52,28 +53,16 @@ def register_score(commands: argparse._SubParsersAction) -> None:
                     "both text in the design's output format; for MASA the aspect list is the one the target names.")
     parser.add_argument("--task", required=True, choices=("masa", "ed", "ner"))
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
+    parser.add_argument("--domain", help="MASA aspect list (D1, D2, D1-paper, all); default: the first under which each "
+                        "target parses (give it for designs that list only present aspects)")
     parser.add_argument("file", type=Path, metavar="FILE.jsonl")
     parser.set_defaults(handler=run_score)
 
 
 def read_rows(path: Path) -> tuple[list[str], list[str], list[int]]:
     """Predictions, targets and line numbers of a JSONL file; a malformed row raises RecordError."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err})") from None
     predictions, targets, numbers = [], [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RecordError(path, number, "(row)", f"not valid JSON: {err.msg} at column {err.colno}") from None
-        if not isinstance(row, dict):
-            raise RecordError(path, number, "(row)", "a row must be a JSON object")
+    for number, row in read_jsonl(path):
         for field in ("prediction", "target"):
             if not isinstance(row.get(field), str):
                 raise RecordError(path, number, field, "missing or not a string")
@@ -90,7 +79,7 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
 
     predictions, targets, numbers = read_rows(args.file)
     try:
-        result = score_texts(args.task, args.design, predictions, targets)
+        result = score_texts(args.task, args.design, predictions, targets, args.domain)
     except GoldTextError as err:
         raise RecordError(args.file, numbers[err.row - 1], "target", err.reason) from None
     print(json.dumps(result, ensure_ascii=False))

@@ -42,7 +42,9 @@ def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed) -> dict[s
         counts = EXTRACTION_COUNTS[spec.name]
     except KeyError:
         raise UserError(f"no scoring rule for extraction task '{spec.name}' (known: ed, ner)") from None
-    gold_pairs, pred_pairs = m.extraction_pairs(gold), m.extraction_pairs(parsed.targets)
+    gold_pairs = m.extraction_pairs(gold)
+    # Items of unknown types are predictions too: they can only be false positives.
+    pred_pairs = m.extraction_pairs(parsed.targets) + m.extraction_pairs({t: [s] for t, s in parsed.stray})
     hard, soft = counts(gold_pairs, pred_pairs), counts(gold_pairs, pred_pairs, soft=True)
     return {
         "precision": hard, "recall": hard, "f1": hard,
@@ -64,14 +66,15 @@ def _domains(task: str) -> tuple[str | None, ...]:
     return tuple(getattr(import_module(f"sde_datagen.tasks.{task}"), "SPEC", {}).get("domains", {})) or (None,)
 
 
-def _gold_codec(task: str, design: Design, target: str) -> tuple[Codec, Parsed]:
+def _gold_codec(task: str, design: Design, target: str, domain: str | None = None) -> tuple[Codec, Parsed]:
     """The codec whose target list is the one the gold text names, and the strict parse of it.
 
     Extraction tasks have one type list. For MASA the aspect list is the one in the target: the
-    first domain (D1, D2, D1-paper) under which the target parses without a format error.
+    first domain (D1, D2, D1-paper) under which the target parses without a format error, unless
+    `domain` names it (needed where a design lists only present aspects: the target cannot tell).
     """
     first: tuple[Codec, Parsed] | None = None
-    for domain in _domains(task):
+    for domain in (domain,) if domain else _domains(task):
         codec = get_codec(load_task(task, domain), design)
         parsed = codec.parse(target, "strict")
         if parsed.ok:
@@ -82,7 +85,9 @@ def _gold_codec(task: str, design: Design, target: str) -> tuple[Codec, Parsed]:
     raise ValueError(f"the target is not in design {design.id}'s format ({detail})")
 
 
-def score_texts(task: str, design: str, predictions: Iterable[str], targets: Iterable[str]) -> dict[str, float]:
+def score_texts(
+    task: str, design: str, predictions: Iterable[str], targets: Iterable[str], domain: str | None = None
+) -> dict[str, float]:
     """Metrics of model outputs against gold targets, both text in `design`'s format.
 
     The scoring function the leaderboard calls to recompute metrics from logged samples (targets =
@@ -94,7 +99,7 @@ def score_texts(task: str, design: str, predictions: Iterable[str], targets: Ite
     items = []
     for row, (prediction, target) in enumerate(_pairs(predictions, targets), start=1):
         try:
-            codec, gold = _gold_codec(task, resolved, target)
+            codec, gold = _gold_codec(task, resolved, target, domain)
         except ValueError as err:
             raise GoldTextError(row, str(err)) from None
         items.append(doc_items(codec.spec, gold.targets, codec.parse(prediction, PARSE_MODE)))

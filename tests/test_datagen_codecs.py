@@ -156,3 +156,21 @@ def test_tokenised_commas_inside_spans_do_not_split():
     targets["cell_type"] = ["B , T cells", "monocytes"]
     codec = get_codec(spec, d("ew-sde"))
     assert codec.parse(codec.render(targets)).targets == targets
+
+
+def test_model_repeats_and_unknown_types_are_kept_for_scoring():
+    spec = load_task("ed")
+    heur = get_codec(spec, d("heuristic"))
+    parsed = heur.parse('["Attack", "bombed"]\n["Attack", "bombed"]\n["Bombing", "raid"]', "soft")
+    assert parsed.targets["Attack"] == ["bombed", "bombed"]
+    assert parsed.stray == [("Bombing", "raid")] and parsed.errors[0].kind == "unknown_target"
+    natural = get_codec(spec, d("ew-sde")).parse("Attack: bombed, bombed; Riot: riots, unrest", "strict")
+    assert natural.targets["Attack"] == ["bombed", "bombed"] and natural.stray == [("Riot", "riots"), ("Riot", "unrest")]
+
+
+def test_json_lines_are_read_one_by_one():
+    spec = load_task("ed")
+    codec = get_codec(spec, d("first-nomi-json-ou-text-none"))
+    shifted = '{"event_type": "Attack", "triggers": ["a"]}, {"event_type": "Motion",\n"triggers": ["b"]}'
+    parsed = codec.parse(shifted)
+    assert parsed.targets["Motion"] == [] and {e.kind for e in parsed.errors} == {"invalid_json"}

@@ -107,7 +107,7 @@ def test_sde_score_cli_prints_metrics_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad,field", [
-    ("{not json", "(row)"),
+    ("{not json", "(record)"),
     ({"prediction": "x"}, "target"),
     ({"prediction": 3, "target": ED_HEURISTIC}, "prediction"),
     ({"prediction": "x", "target": "Bombing: x"}, "target"),  # not in the design's format
@@ -117,3 +117,21 @@ def test_sde_score_cli_names_file_line_of_a_malformed_row(tmp_path, capsys, bad,
     assert main(["score", "--task", "ed", "--design", "heuristic", str(rows)]) == 2
     err = capsys.readouterr().err
     assert f"rows.jsonl:3: field '{field}'" in err
+
+
+def test_unknown_types_and_repeats_count_as_false_positives():
+    target = '["Attack", "bombed"]'
+    clean = score_texts("ed", "heuristic", ['["Attack", "bombed"]'], [target])
+    stray = score_texts("ed", "heuristic", ['["Attack", "bombed"]\n["Bombing", "raid"]'], [target])
+    repeat = score_texts("ed", "heuristic", ['["Attack", "bombed"]\n["Attack", "bombed"]'], [target])
+    assert clean["precision"] == 1.0 and stray["precision"] == 0.5 and repeat["precision"] == 0.5
+    assert stray["recall"] == repeat["recall"] == 1.0
+
+
+def test_domain_names_the_aspect_list_of_present_only_targets():
+    # Under ew-sde a target with nothing present is "无": it cannot tell D1 from D2 by itself.
+    target, prediction = "无", "交通便利程度：正面。"
+    d2 = score_texts("masa", "ew-sde", [prediction], [target], domain="D2")
+    assert d2["accuracy"] == 0.8 and d2["format_error_rate"] == 0.0  # 5 D2 aspects, one wrong
+    d1 = score_texts("masa", "ew-sde", [prediction], [target])
+    assert d1["accuracy"] == 1.0 and d1["format_error_rate"] == 1.0  # an unknown aspect under D1
