@@ -28,6 +28,7 @@ class Sample:
 
     ids: tuple[int, ...]
     loss_start: int
+    truncated: bool = False  # longer than max_length: the end was cut
 
 
 @dataclass
@@ -100,8 +101,8 @@ def encode_sample(tokenizer, prompt: str, completion: str, loss_on_prompt: bool,
     else:
         prompt_ids = _ids(tokenizer(prompt, add_special_tokens=True))
         answer = _ids(tokenizer(completion, add_special_tokens=False)) + [eos]
-    ids = (prompt_ids + answer)[:max_length]
-    return Sample(tuple(ids), 1 if loss_on_prompt else len(prompt_ids))
+    ids = prompt_ids + answer
+    return Sample(tuple(ids[:max_length]), 1 if loss_on_prompt else len(prompt_ids), len(ids) > max_length)
 
 
 def _ids(encoded) -> list[int]:

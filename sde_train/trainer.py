@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,9 +52,11 @@ class CausalLMLoss(nn.Module):
                 raise TrainError(f"model config sets {attr}; sde_train's LM head path does not apply it")
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, hidden_index: torch.Tensor,
-                targets: torch.Tensor, seq_bounds: tuple[int, ...]) -> torch.Tensor:
+                targets: torch.Tensor, seq_bounds: tuple[int, ...] | None = None) -> torch.Tensor:
+        """`seq_bounds` (sample starts, then T) only for the per-sample SDPA attention; other
+        implementations find the samples from the restarting position ids."""
         base = self.model.get_base_model()
-        extra = {"seq_bounds": seq_bounds} if base.config._attn_implementation == VARLEN_SDPA else {}
+        extra = {"seq_bounds": seq_bounds} if seq_bounds is not None else {}
         hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra)
         picked = hidden.last_hidden_state.flatten(0, 1).index_select(0, hidden_index)
         logits = base.get_output_embeddings()(picked).float()
@@ -166,12 +169,17 @@ def train(cfg: TrainConfig) -> dict:
     except (OSError, ValueError) as err:
         raise TrainError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from err
     samples = encode_rows(rows, tokenizer, cfg.chat_template, cfg.max_length)
+    cut = sum(s.truncated for s in samples)
+    if cut and dist.main:
+        print(f"sde train: warning: {cut} of {len(samples)} samples were longer than --max-length "
+              f"{cfg.max_length} and were cut at the end", file=sys.stderr)
     fingerprint = data_fingerprint(rows)
     plan = DataPlan(len(samples), cfg.batch_size, cfg.grad_accum, dist.world_size, cfg.seed)
     total = plan.total_steps(cfg.epochs, cfg.max_steps)
 
     peft_model = build_model(cfg, device)
     loss_model: nn.Module = CausalLMLoss(peft_model)
+    varlen = peft_model.get_base_model().config._attn_implementation == VARLEN_SDPA
     ddp = None
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -205,14 +213,14 @@ def train(cfg: TrainConfig) -> dict:
                               dtype=torch.float64, device=device)
         if ddp is not None:
             torch.distributed.all_reduce(counts)
-        scale = dist.world_size / max(counts[0].item(), 1.0)  # DDP averages gradients over ranks
+        scale = (dist.world_size / counts[0].clamp(min=1.0)).float()  # DDP averages gradients over ranks
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for k, group in enumerate(micro):
             batch = pack(group).to(device)
             sync = ddp is None or k == len(micro) - 1
             with (contextlib.nullcontext() if sync else ddp.no_sync()), autocast:
                 token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index, batch.targets,
-                                        batch.seq_bounds)
+                                        batch.seq_bounds if varlen else None)
                 (token_loss.sum() * scale).backward()
             loss_sum += token_loss.detach().sum().double()
         if cfg.max_grad_norm > 0:
