@@ -218,9 +218,10 @@ def train(cfg: TrainConfig) -> dict:
         for k, group in enumerate(micro):
             batch = pack(group).to(device)
             sync = ddp is None or k == len(micro) - 1
-            with (contextlib.nullcontext() if sync else ddp.no_sync()), autocast:
-                token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index, batch.targets,
-                                        batch.seq_bounds if varlen else None)
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                with autocast:
+                    token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index,
+                                            batch.targets, batch.seq_bounds if varlen else None)
                 (token_loss.sum() * scale).backward()
             loss_sum += token_loss.detach().sum().double()
         if cfg.max_grad_norm > 0:
