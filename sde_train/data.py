@@ -202,15 +202,17 @@ def read_design_words(dataset: str, variant: str | None) -> str | None:
         return None
     if text.startswith("---"):  # the YAML header names configs, not designs
         text = text.split("\n---", 1)[-1]
-    header: list[str] = []
+    header: list[str] = []  # the first row of the current table
     for line in text.splitlines():
         line = line.strip()
+        if not line.startswith("|"):
+            header = []
         if line.startswith("|"):
             cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
-            if variant in cells and "design" in header:
-                return cells[header.index("design")] or None
-            if variant not in cells and not set(line) <= set("|-: "):
+            if not header:
                 header = [c.lower() for c in cells]
+            elif variant in cells and "design" in header and header.index("design") < len(cells):
+                return cells[header.index("design")] or None
         elif line.startswith(("- ", "* ")) and variant in line:
             words = line[2:].replace(f"`{variant}`", "").replace(variant, "").strip(" :")
             return words or None

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -146,6 +145,10 @@ def peak_memory(device: torch.device) -> int:
     """Peak bytes: CUDA allocator peak on GPU, process peak RSS on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 

@@ -277,3 +277,16 @@ def test_mixed_design_dataset_masks_each_row_by_its_column(tiny_model_dir, tmp_p
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     samples = encode_rows(load_rows(str(tmp_path / "ds"), "mixed", "train"), tok, False, 2048)
     assert samples[1].loss_start == 1 and samples[0].loss_start > 1
+
+
+def test_design_words_come_from_the_dataset_card(tmp_path):
+    """The export's card has a `| config | design | …` table; hand-written cards may use bullets."""
+    from sde_train.data import read_design_words
+
+    (tmp_path / "README.md").write_text(
+        f"---\nconfigs:\n- config_name: {NOMI}\n---\n# data\n\n```python\nload_dataset('x', '{NOMI}')\n```\n\n"
+        f"| config | design | train |\n|---|---|---|\n| `{MI}` | loss on prompt and completion | 3 |\n"
+        f"| `{NOMI}` | instruction before the input; loss on the completion only | 3 |\n", encoding="utf-8")
+    assert read_design_words(str(tmp_path), NOMI) == "instruction before the input; loss on the completion only"
+    assert read_design_words(str(tmp_path), "other") is None
+    assert read_design_words(str(tmp_path / "missing"), NOMI) is None
