@@ -95,7 +95,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="train on prompt + completion + EOS as plain text (default)")
     p("--gradient-checkpointing", action="store_true", default=S, help="recompute activations (less memory)")
     p("--compile", action="store_true", default=S, help="torch.compile the model")
-    p("--attn-implementation", default=S, help="sdpa, eager, flash_attention_2 (default: best available)")
+    p("--attn-implementation", default=S, help="sde_varlen_sdpa (per-sample SDPA; default without flash-attn), "
+      "flash_attention_2 (default on GPU when installed), sdpa, eager")
     p("--save-steps", type=int, default=S, help="checkpoint every N optimizer steps (default 100)")
     p("--logging-steps", type=int, default=S, help="log every N optimizer steps (default 1)")
     p("--push-to-hub", default=S, metavar="ORG/NAME", help="upload the adapter folder to this Hub repo")
