@@ -11,21 +11,34 @@ import pytest
 import torch
 from conftest import NOMI
 
-# Runs the real CLI in a child that SIGKILLs itself while writing its 3rd checkpoint (step 6 of 8):
-# checkpoint step-4 is complete, a step-6 temp dir is half-written, the log already has steps 5-6.
-KILLER = """
-import os, signal, sys, tempfile
+# The real CLI in a child that gets SIGKILLed at a chosen point of an 8-step run (checkpoints every 2):
+# - "checkpoint-write": it kills itself while writing the step-6 checkpoint (a half-written temp
+#   dir is left; the log already has steps 5-6), so the last complete checkpoint is step-4;
+# - "mid-step": the parent kills it from outside in the middle of step 5's forward pass.
+CHILD = """
+import os, signal, sys, tempfile, time
 import sde_train.trainer as t
-real = t.save_checkpoint
-def save_then_die(root, step, *args, **kw):
-    if step == 6:
-        half = tempfile.mkdtemp(prefix=".step-00000006.", dir=root)
-        open(os.path.join(half, "adapter_model.safetensors"), "wb").write(b"partial")
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(root, step, *args, **kw)
-t.save_checkpoint = save_then_die
+mode, marker = sys.argv[1], sys.argv[2]
+if mode == "checkpoint-write":
+    real = t.save_checkpoint
+    def save_then_die(root, step, *args, **kw):
+        if step == 6:
+            half = tempfile.mkdtemp(prefix=".step-00000006.", dir=root)
+            open(os.path.join(half, "adapter_model.safetensors"), "wb").write(b"partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(root, step, *args, **kw)
+    t.save_checkpoint = save_then_die
+else:
+    real_pack, calls = t.pack, []
+    def slow_pack(group):
+        calls.append(1)
+        if len(calls) == 9:  # step 5, first micro-batch (2 per step): wait here to be killed
+            open(marker, "w").close()
+            time.sleep(120)
+        return real_pack(group)
+    t.pack = slow_pack
 from sde_train.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -35,31 +48,50 @@ def args(model: Path, dataset: Path, out: Path, *extra: str) -> list[str]:
             "--lora-dropout", "0.1", *extra]
 
 
-def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, tiny_dataset_dir, tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    from sde_train.cli import main
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    assert main(args(tiny_model_dir, tiny_dataset_dir, out)) == 0
+    return out
+
+
+@pytest.mark.parametrize("mode", ["checkpoint-write", "mid-step"])
+def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, reference, tmp_path, mode):
+    import time
+
     from safetensors.torch import load_file
 
     from sde_train.cli import main
 
-    assert main(args(tiny_model_dir, tiny_dataset_dir, tmp_path / "ref")) == 0
-
-    out = tmp_path / "killed"
-    child = subprocess.run([sys.executable, "-c", KILLER, *args(tiny_model_dir, tiny_dataset_dir, out)],
-                           capture_output=True, text=True)
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    out, marker = tmp_path / "killed", tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(marker),
+                              *args(tiny_model_dir, tiny_dataset_dir, out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if mode == "mid-step":
+        deadline = time.monotonic() + 120
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never reached step 5"
+        child.send_signal(signal.SIGKILL)
+    stderr = child.communicate(timeout=120)[1]
+    assert child.returncode == -signal.SIGKILL, stderr[-2000:]
     assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000004"]
     assert not (out / "adapter_model.safetensors").exists()
 
     assert main(args(tiny_model_dir, tiny_dataset_dir, out)) == 2  # refuses to overwrite without --resume
     assert main(args(tiny_model_dir, tiny_dataset_dir, out, "--resume")) == 0
 
-    ref, resumed = (load_file(d / "adapter_model.safetensors") for d in (tmp_path / "ref", out))
+    ref, resumed = (load_file(d / "adapter_model.safetensors") for d in (reference, out))
     assert ref.keys() == resumed.keys()
     for key in ref:
         torch.testing.assert_close(resumed[key], ref[key], rtol=1e-5, atol=1e-7)
     assert any(v.abs().sum() > 0 for k, v in ref.items() if "lora_B" in k)
     steps = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    ref_steps = [json.loads(line) for line in (tmp_path / "ref" / "training_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in steps] == list(range(1, 9))  # the killed run's steps 5-6 were replaced
+    ref_steps = [json.loads(line) for line in (reference / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == list(range(1, 9))  # steps the killed run logged after step 4 replaced
     assert [r["loss"] for r in steps] == pytest.approx([r["loss"] for r in ref_steps], rel=1e-5)
     assert not (out / "checkpoints").exists()
 
