@@ -74,7 +74,7 @@ class Codec:
         # A separator counts only when not preceded by a space: GENIA spans keep their tokenised
         # " , " and " ; ", which then never split.
         self._pairs_re = re.compile(r"(?<! )" + re.escape(self.pairs))
-        self._rationale_re = re.compile(re.escape(self.open) + "(.*?)" + re.escape(self.close))
+        self._rationale_re = re.compile(re.escape(self.open) + ".*?" + re.escape(self.close))
         self._soft_kv = tuple(dict.fromkeys((self.kv, self.kv.strip(), "：", ":")))
         numeric = design.labels == "numeric"
         if spec.family == "classification":
@@ -144,12 +144,8 @@ class Codec:
         return Parsed(self._family.fill(values), errors, stray)
 
     def _text_items(self, text: str, errors: list[FormatError], soft: bool) -> list[_Item]:
-        rationales: list[str] = []
         if self.reasoning != "none" and self.open in text:
-            def keep(match: re.Match) -> str:
-                rationales.append(match.group(1))
-                return MASK
-            text = self._rationale_re.sub(keep, text)
+            text = self._rationale_re.sub(MASK, text)
         if self.design.format == "lines":
             chunks = [line.strip() for line in text.split("\n")]
         else:
