@@ -36,8 +36,6 @@ OPTION_WORDS: dict[str, dict[str, str]] = {
     "reasoning": {"none": "no rationale", "cot": "rationale, then answer, per target", "rcot": "answer, then rationale, per target"},
 }
 
-FAMILIES = ("classification", "extraction")
-
 
 @dataclass(frozen=True)
 class Design:

@@ -7,8 +7,7 @@ everything the built-in ones get.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +68,6 @@ class TaskSpec:
     @property
     def label_ids(self) -> tuple[str, ...]:
         return tuple(label.id for label in self.labels)
-
-    def with_targets(self, names: tuple[str, ...]) -> "TaskSpec":
-        """The same task over another target list (e.g. the aspects named in a file being scored)."""
-        return _with_targets(self, tuple(names))
-
-
-@lru_cache(maxsize=256)
-def _with_targets(spec: TaskSpec, names: tuple[str, ...]) -> TaskSpec:
-    table = {t.name: t for t in spec.known_targets}
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise UserError(f"task {spec.name} knows no target {', '.join(unknown)}")
-    return replace(spec, targets=tuple(table[n] for n in names), domain=None)
 
 
 def load_spec_yaml(path: str | Path, domain: str | None = None) -> TaskSpec:
