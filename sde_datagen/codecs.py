@@ -90,15 +90,15 @@ class Codec:
             return self.empty
         fmt = self.design.format
         if fmt == "heuristic":
-            return "\n".join(json.dumps([key, span], ensure_ascii=False) for key, spans in items for span in spans)
+            return "\n".join(json.dumps([key, span], ensure_ascii=False) for _, key, spans in items for span in spans)
         rat = rationales if self.reasoning != "none" else None
         if fmt == "json":
             return "\n".join(
                 self._json_item(key, self._family.json_value(value), rat and rat[name])
-                for name, key, value in self._keyed(items)
+                for name, key, value in items
             )
         parts = []
-        for name, key, value in self._keyed(items):
+        for name, key, value in items:
             shown = self._family.value_text(value, self.spans_sep)
             if rat is not None:
                 wrapped = f"{self.open}{rat[name]}{self.close}"
@@ -107,10 +107,6 @@ class Codec:
         if fmt == "lines":
             return "\n".join(parts)
         return self.pairs.join(parts) + self.end
-
-    def _keyed(self, items: list[tuple[str, object]]):
-        for key, value in items:
-            yield self._family.name_of_key(key), key, value
 
     def _json_item(self, key: str, value: object, rationale: str | None) -> str:
         if rationale is None:
@@ -222,7 +218,6 @@ class _Classification:
     """Fixed targets, one label each (MASA)."""
 
     def __init__(self, spec: TaskSpec, numeric: bool):
-        self.spec = spec
         self.absent = spec.absent_label
         self.names = spec.target_names
         self.label_out = {lab.id: (lab.code if numeric else lab.text) for lab in spec.labels}
@@ -234,12 +229,10 @@ class _Classification:
         self.label_soft = soft
         self.keywords = [(t.name, t.keywords or (t.name,)) for t in spec.targets]
 
-    def items(self, targets: Targets, listed: bool) -> list[tuple[str, object]]:
+    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
+        """(target name, key as written, value) for every target the output lists."""
         absent = self.absent
-        return [(name, targets[name]) for name in self.names if listed or targets[name] != absent]
-
-    def name_of_key(self, key: str) -> str:
-        return key
+        return [(name, name, targets[name]) for name in self.names if listed or targets[name] != absent]
 
     def value_text(self, value: object, sep: str) -> str:
         return self.label_out[value]
@@ -247,13 +240,11 @@ class _Classification:
     def json_value(self, value: object) -> object:
         return self.label_out[value]
 
-    def _target(self, key: str, soft: bool) -> str | None:
-        if key in self.names:
-            return key
-        if soft:
-            for name, words in self.keywords:
-                if any(w in key for w in words):
-                    return name
+    def _by_keyword(self, key: str) -> str | None:
+        """Soft parsing: the target whose keyword the key contains (食品 -> 食品评价)."""
+        for name, words in self.keywords:
+            if any(w in key for w in words):
+                return name
         return None
 
     def read(self, items: list[_Item], errors: list[FormatError], soft: bool, stray: list) -> dict[str, str]:
@@ -263,7 +254,7 @@ class _Classification:
             name = key if key in self.names else None
             if name is None:
                 errors.append(FormatError("unknown_target", f"'{key[:40]}' is not an expected target"))
-                name = self._target(key, soft)
+                name = self._by_keyword(key) if soft else None
                 if name is None:
                     continue
             if name in values:
@@ -300,11 +291,9 @@ class _Extraction:
                 soft.setdefault(_fold(word), target.name)
         self.key_soft = soft
 
-    def items(self, targets: Targets, listed: bool) -> list[tuple[str, object]]:
-        return [(self.key_out[name], targets[name]) for name in self.names if listed or targets[name]]
-
-    def name_of_key(self, key: str) -> str:
-        return self.key_in[key]
+    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
+        """(type name, key as written: the name or its index, spans) for every type the output lists."""
+        return [(name, self.key_out[name], targets[name]) for name in self.names if listed or targets[name]]
 
     def value_text(self, value: object, sep: str) -> str:
         return sep.join(value) if value else self.placeholder
