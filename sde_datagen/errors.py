@@ -14,3 +14,8 @@ class RecordError(UserError):
     def __init__(self, path: str | Path, line: int, field: str, message: str):
         self.path, self.line, self.field = str(path), line, field
         super().__init__(f"{path}:{line}: field '{field}': {message}")
+
+
+def line_of(raw: bytes, offset: int) -> int:
+    """The 1-based line holding byte `offset`: people fix files by line, not by byte."""
+    return raw.count(b"\n", 0, offset) + 1

@@ -6,11 +6,12 @@ task's targets; extraction -> {type: [span, ...]} over its types, spans de-dupli
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sde_datagen.errors import RecordError, UserError
+from sde_datagen.errors import RecordError, UserError, line_of
 from sde_datagen.spec import TaskSpec
 
 Targets = dict  # classification: dict[str, str]; extraction: dict[str, list[str]]
@@ -27,21 +28,54 @@ def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict
     """(1-based line number, object) for every non-blank line; bad JSON names the file and line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a JSONL {what}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err})") from None
-    for number, line in enumerate(lines, start=1):
+        raise RecordError(path, line_of(raw, err.start), "(record)", "not UTF-8 text") from None
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise RecordError(path, number, "(record)", f"not valid JSON: {err.msg} at column {err.colno}") from None
+        except RecursionError:
+            raise RecordError(path, number, "(record)", "not valid JSON: nested too deeply") from None
         if not isinstance(row, dict):
             raise RecordError(path, number, "(record)", "a record must be a JSON object")
+        if _ESCAPED_SURROGATE.search(line):
+            field = _surrogate_field(row)
+            if field is not None:
+                raise RecordError(path, number, field, "holds a lone surrogate (\\ud800-\\udfff), which is no character")
         yield number, row
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _surrogate_field(value: object, where: str = "") -> str | None:
+    """The path of the first text holding a lone surrogate (a JSON escape that UTF-8 cannot write)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(record)"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _surrogate_field(key) is not None:
+            return f"{where}.{key}".lstrip(".") if where else "(key)"
+        found = _surrogate_field(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found is not None:
+            return found
+    return None
 
 
 def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
@@ -71,7 +105,7 @@ def _classification_targets(spec: TaskSpec, row: dict, text: str, path: Path, nu
     targets = {}
     for name in spec.target_names:
         value = labels.get(name)
-        if value not in valid:
+        if not isinstance(value, str) or value not in valid:
             problem = "missing" if value is None else f"'{value}' is not a label"
             raise RecordError(path, number, f"{key}.{name}", f"{problem} (labels: {', '.join(valid)})")
         targets[name] = value
@@ -89,7 +123,7 @@ def _extraction_targets(spec: TaskSpec, row: dict, text: str, path: Path, number
         if not isinstance(item, dict):
             raise RecordError(path, number, where, "must be an object")
         kind, span = item.get(type_key), item.get(span_key)
-        if kind not in targets:
+        if not isinstance(kind, str) or kind not in targets:
             raise RecordError(path, number, f"{where}.{type_key}", f"'{kind}' is not a type of task {spec.name}")
         if not isinstance(span, str) or not span.strip():
             raise RecordError(path, number, f"{where}.{span_key}", "missing or empty")

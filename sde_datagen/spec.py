@@ -7,13 +7,15 @@ everything the built-in ones get.
 """
 from __future__ import annotations
 
+import difflib
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sde_datagen.errors import UserError
+from sde_datagen.errors import UserError, line_of
 
 PUNCTUATION = {  # per language: key/value, between pairs, between spans, at the end; instruction lists and legends
     "zh": {"kv": "：", "pairs": "，", "spans": "、", "end": "。", "list": "、", "legend": "{code}（{text}）"},
@@ -73,102 +75,181 @@ class TaskSpec:
 def load_spec_yaml(path: str | Path, domain: str | None = None) -> TaskSpec:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: task spec not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; --task-spec takes a YAML file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the task spec ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}:{line_of(raw, err.start)}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     return spec_from_dict(data, domain, source=str(path))
 
 
 def spec_from_dict(data: Any, domain: str | None = None, source: str = "<spec>") -> TaskSpec:
     """Validate a task declaration and select a domain's targets; errors name the source and field."""
 
+    def fail(path: str, message: str) -> UserError:
+        return UserError(f"{source}: field '{path}': {message}")
+
     def get(container: Any, key: str, path: str, kind: str, default: Any = _MISSING) -> Any:
         if not isinstance(container, dict):
-            raise UserError(f"{source}: field '{path.rsplit('.', 1)[0]}': must be a mapping")
+            raise fail(path.rsplit(".", 1)[0], "must be a mapping")
         if key not in container:
             if default is _MISSING:
-                raise UserError(f"{source}: field '{path}': missing")
+                raise fail(path, "missing")
             return default
         value = container[key]
         if not _KINDS[kind](value):
-            raise UserError(f"{source}: field '{path}': must be {kind}")
+            raise fail(path, f"must be {kind}, not {value!r}")
         return value
+
+    def keys(container: Any, allowed: tuple[str, ...], path: str) -> None:
+        """A misspelled key would otherwise be ignored silently, and its default used."""
+        if not isinstance(container, dict):
+            raise fail(path or "(top level)", "must be a mapping")
+        for key in container:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
+                raise fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
+
+    def texts(key: str, defaults: dict[str, str], placeholders: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+        """A mapping of texts over `defaults` (its keys are the allowed ones), placeholders checked."""
+        given = get(data, key, key, "a mapping", {})
+        keys(given, tuple(defaults), key)
+        for name, value in given.items():
+            if not isinstance(value, str):
+                raise fail(f"{key}.{name}", f"must be text, not {value!r}")
+        merged = {**defaults, **given}
+        for name, allowed in (placeholders or {}).items():
+            _check_placeholders(merged[name], allowed, lambda msg: fail(f"{key}.{name}", msg))
+        return merged
 
     if not isinstance(data, dict):
         raise UserError(f"{source}: a task spec must be a mapping of fields")
+    keys(data, _SPEC_KEYS, "")
     name = get(data, "name", "name", "text")
+    if not name.strip():
+        raise fail("name", "must not be empty")
     family = get(data, "family", "family", "text")
     if family not in ("classification", "extraction"):
-        raise UserError(f"{source}: field 'family': must be classification or extraction, not '{family}'")
+        raise fail("family", f"must be classification or extraction, not '{family}'")
     language = get(data, "language", "language", "text", "en")
-    known = tuple(
-        Target(
+    if language not in PUNCTUATION:
+        raise fail("language", f"unknown language '{language}' (known: {', '.join(PUNCTUATION)})")
+    declared = get(data, "targets", "targets", "a list")
+    if not declared:
+        raise fail("targets", "give at least one target")
+    known = []
+    for i, t in enumerate(declared):
+        keys(t, ("name", "keywords", "cues"), f"targets[{i}]")
+        target = Target(
             name=get(t, "name", f"targets[{i}].name", "text"),
             keywords=tuple(get(t, "keywords", f"targets[{i}].keywords", "a list of texts", [])),
             cues=tuple(get(t, "cues", f"targets[{i}].cues", "a list of texts", [])),
         )
-        for i, t in enumerate(get(data, "targets", "targets", "a list"))
-    )
+        if not target.name.strip():
+            raise fail(f"targets[{i}].name", "must not be empty")
+        known.append(target)
     names = [t.name for t in known]
-    if len(set(names)) != len(names):
-        raise UserError(f"{source}: field 'targets': names repeat")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise fail("targets", f"names repeat: {', '.join(repeated)}")
     domains = get(data, "domains", "domains", "a mapping", {})
+    for key in domains:
+        listed = get(domains, key, f"domains.{key}", "a list of texts")
+        missing = [n for n in listed if n not in names]
+        if missing:
+            raise fail(f"domains.{key}", f"unknown targets {missing}")
+        if not listed:
+            raise fail(f"domains.{key}", "give at least one target")
     domain = domain or get(data, "default_domain", "default_domain", "text", next(iter(domains), "all"))
     if domain == "all":
         selected = [n for n in names if not _only_in_alternative_domains(n, domains)]
     elif domain in domains:
-        selected = get(domains, domain, f"domains.{domain}", "a list of texts")
-        missing = [n for n in selected if n not in names]
-        if missing:
-            raise UserError(f"{source}: field 'domains.{domain}': unknown targets {missing}")
+        selected = domains[domain]
     else:
         raise UserError(f"{source}: task '{name}' has no domain '{domain}' (domains: {', '.join([*domains, 'all'])})")
-    labels = tuple(
-        Label(
+    labels = []
+    for i, lab in enumerate(get(data, "labels", "labels", "a list", [])):
+        keys(lab, ("id", "text", "code", "synonyms"), f"labels[{i}]")
+        label = Label(
             id=get(lab, "id", f"labels[{i}].id", "text"),
             text=get(lab, "text", f"labels[{i}].text", "text"),
             code=str(get(lab, "code", f"labels[{i}].code", "text or a number")),
             synonyms=tuple(get(lab, "synonyms", f"labels[{i}].synonyms", "a list of texts", [])),
         )
-        for i, lab in enumerate(get(data, "labels", "labels", "a list", []))
-    )
+        for part in ("id", "text", "code"):
+            value = getattr(label, part)
+            if not value.strip():
+                raise fail(f"labels[{i}].{part}", "must not be empty")
+            earlier = next((j for j, other in enumerate(labels) if getattr(other, part) == value), None)
+            if earlier is not None:
+                raise fail(f"labels[{i}].{part}", f"'{value}' repeats labels[{earlier}].{part}")
+        labels.append(label)
     absent = get(data, "absent_label", "absent_label", "text", "")
     if family == "classification":
         if not labels:
-            raise UserError(f"{source}: field 'labels': a classification task needs labels")
+            raise fail("labels", "a classification task needs labels")
         if absent not in {lab.id for lab in labels}:
-            raise UserError(f"{source}: field 'absent_label': '{absent}' is not one of the label ids")
+            raise fail("absent_label", f"'{absent}' is not one of the label ids")
     instructions = tuple(get(data, "instructions", "instructions", "a list of texts"))
     if not instructions:
-        raise UserError(f"{source}: field 'instructions': give at least one instruction")
+        raise fail("instructions", "give at least one instruction")
+    for i, text in enumerate(instructions):
+        _check_placeholders(text, ("targets", "labels"), lambda msg, i=i: fail(f"instructions[{i}]", msg))
     default_record = {"labels": "labels"} if family == "classification" else {"items": "items", "type": "type", "span": "text"}
+    record = texts("record", default_record)
+    for key, value in record.items():
+        if not value.strip():
+            raise fail(f"record.{key}", "must not be empty")
+    rationale = texts("rationale", {**RATIONALE[language], "context": "clause"},
+                      {"absent": ("target",), "fallback": ("target",)})
+    if rationale["context"] not in ("clause", "window"):
+        raise fail("rationale.context", f"must be clause or window, not '{rationale['context']}'")
     table = {t.name: t for t in known}
-
-    def mapping(key: str, base: dict[str, str]) -> dict[str, str]:
-        return {**base, **get(data, key, key, "a mapping", {})}
-
     return TaskSpec(
         name=name,
         family=family,
         language=language,
         targets=tuple(table[n] for n in selected),
-        known_targets=known,
+        known_targets=tuple(known),
         instructions=instructions,
         input_prefix=get(data, "input_prefix", "input_prefix", "text", ""),
-        punctuation=mapping("punctuation", PUNCTUATION.get(language, PUNCTUATION["en"])),
-        json_keys=mapping("json_keys", {"target": "target", "value": "value", "rationale": "rationale"}),
-        rationale=mapping("rationale", {**RATIONALE.get(language, RATIONALE["en"]), "context": "clause"}),
-        record=mapping("record", default_record),
-        splits=mapping("splits", {"train": "train", "validation": "valid", "test": "test"}),
-        card=mapping("card", {}),
-        labels=labels,
+        punctuation=texts("punctuation", PUNCTUATION[language], {"legend": ("code", "text")}),
+        json_keys=texts("json_keys", {"target": "target", "value": "value", "rationale": "rationale"}),
+        rationale=rationale,
+        record=record,
+        splits=texts("splits", {"train": "train", "validation": "valid", "test": "test"}),
+        card={k: v for k, v in texts("card", _CARD_FIELDS).items() if v is not None},
+        labels=tuple(labels),
         absent_label=absent,
         placeholder=get(data, "placeholder", "placeholder", "text", "NONE"),
         empty_answer=get(data, "empty_answer", "empty_answer", "text", "NONE"),
         domain=domain,
     )
+
+
+def _check_placeholders(text: str, allowed: tuple[str, ...], fail) -> None:
+    """Only `{name}` fields from `allowed` (str.format fills them); `{{`/`}}` are literal braces."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:
+        raise fail(f"unbalanced brace in {text!r} ({err}); write {{{{ or }}}} for a literal brace") from None
+    shown = ", ".join("{" + a + "}" for a in allowed)
+    for name in fields:
+        if name not in allowed:
+            raise fail(f"placeholder {{{name}}} is not one of {shown}; write {{{{ or }}}} for a literal brace")
 
 
 def _only_in_alternative_domains(name: str, domains: dict) -> bool:
@@ -177,6 +258,11 @@ def _only_in_alternative_domains(name: str, domains: dict) -> bool:
     return bool(main) and not any(name in domains[d] for d in main)
 
 
+_SPEC_KEYS = (
+    "name", "family", "language", "targets", "domains", "default_domain", "labels", "absent_label", "instructions",
+    "input_prefix", "punctuation", "json_keys", "rationale", "record", "splits", "card", "placeholder", "empty_answer",
+)
+_CARD_FIELDS: dict = dict.fromkeys(("pretty_name", "language", "license", "license_note", "citation"))  # no defaults
 _MISSING = object()
 _KINDS = {
     "text": lambda v: isinstance(v, str),
