@@ -15,7 +15,8 @@ from sde_datagen.records import read_jsonl
 EVAL_HELP = (
     "run lm_eval with the SDE tasks on its include path; every argument goes to lm_eval "
     "(e.g. sde eval --tasks sde --model hf --model_args pretrained=PATH); "
-    "`sde eval tasks-dir` prints the task folder")
+    "`sde eval tasks-dir` prints the task folder; "
+    "`sde eval make-task --task-spec FILE.yaml --data DIR --out DIR` writes the task folder of your own task")
 
 
 def register_eval(commands: argparse._SubParsersAction) -> None:
@@ -30,6 +31,8 @@ def run_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if extra == ["tasks-dir"]:
         print(tasks_dir())
         return 0
+    if extra[:1] == ["make-task"]:
+        return run_make_task(extra[1:])
     import lm_eval.tasks
     from lm_eval.__main__ import cli_evaluate
 
@@ -45,15 +48,37 @@ def run_eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def run_make_task(argv: list[str]) -> int:
+    """`sde eval make-task`: an lm-eval task folder for a task declared in YAML."""
+    parser = argparse.ArgumentParser(
+        prog="sde eval make-task",
+        description="Write an lm-eval task folder (task sde_<name>, and sde_<name>_ood when the spec declares "
+                    "domains) for a task declared in YAML; run it with lm_eval --include_path OUT --tasks sde_<name>.")
+    parser.add_argument("--task-spec", required=True, type=Path, metavar="FILE.yaml", help="the task spec (see README)")
+    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
+                        help="folder with test.jsonl, and valid.jsonl or dev.jsonl for few-shot examples")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="the task folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    from sde_tasks.make_task import write_task_folder
+
+    names = write_task_folder(args.task_spec, args.data, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}: lm-eval tasks {', '.join(names)} "
+          f"(lm_eval --include_path {args.out} --tasks {names[0]} …)")
+    return 0
+
+
 def register_score(commands: argparse._SubParsersAction) -> None:
     """Add `sde score` (entry point `score`)."""
     parser = commands.add_parser(
         "score", help="score model outputs against gold targets (JSONL rows with prediction and target text)",
         description="Prints the task's metrics as JSON. Each row of FILE holds `prediction` and `target`, "
                     "both text in the design's output format; for MASA the aspect list is the one the target names.")
-    parser.add_argument("--task", required=True, choices=("masa", "ed", "ner"))
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
+    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (see README)")
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
-    parser.add_argument("--domain", help="MASA aspect list (D1, D2, D1-paper, all); default: the first under which each "
+    parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "
                         "target parses (give it for designs that list only present aspects)")
     parser.add_argument("file", type=Path, metavar="FILE.jsonl")
     parser.set_defaults(handler=run_score)
@@ -79,7 +104,7 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
 
     predictions, targets, numbers = read_rows(args.file)
     try:
-        result = score_texts(args.task, args.design, predictions, targets, args.domain)
+        result = score_texts(args.task or args.task_spec, args.design, predictions, targets, args.domain)
     except GoldTextError as err:
         raise RecordError(args.file, numbers[err.row - 1], "target", err.reason) from None
     print(json.dumps(result, ensure_ascii=False))

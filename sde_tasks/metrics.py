@@ -15,16 +15,20 @@ be compared with theirs to 4 decimals:
   TP, so a wrong-type prediction never becomes correct; restricting candidates to the same type
   would change the paper's numbers, so it is not done. Being the paper's rule, two distinct
   predictions may soft-match the same gold trigger and both count.
-* NER: TP = multiset intersection of predicted and gold (type, text) pairs (each gold pair matches at
-  most as many predictions as it occurs), FP = predictions - TP, FN = gold - TP. Soft: a prediction
+* Classification: kappa pools one confusion matrix whose class order is the task's label order. The
+  paper's MASA label set (KAPPA_LABELS) gets the paper's agreement weights; any other label set
+  (a user's task) gets Cohen's unweighted kappa (identity weights), which needs no ordinal meaning.
+* NER, and every user-declared extraction task: TP = multiset intersection of predicted and gold
+  (type, text) pairs (each gold pair matches at most as many predictions as it occurs), FP = predictions - TP, FN = gold - TP. Soft: a prediction
   is replaced by the most similar gold entity of the sentence (any type) when the ratio > 0.5 and
   one string contains the other.
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from difflib import SequenceMatcher
+from functools import partial
 from typing import NamedTuple
 
 # Class order of the kappa matrix (rows gold, columns predicted) and the paper's agreement weights.
@@ -61,10 +65,10 @@ def classification_item(gold: Mapping[str, str], pred: Mapping[str, str],
     return tuple((label, pred.get(target, absent)) for target, label in gold.items())
 
 
-def confusion_matrix(items: Iterable[Sequence[Pair]]) -> list[list[int]]:
-    """The pooled 4x4 matrix over all (review, aspect) pairs, rows gold, columns predicted."""
-    index = {label: i for i, label in enumerate(KAPPA_LABELS)}
-    matrix = [[0] * len(KAPPA_LABELS) for _ in KAPPA_LABELS]
+def confusion_matrix(items: Iterable[Sequence[Pair]], labels: Sequence[str] = KAPPA_LABELS) -> list[list[int]]:
+    """The pooled matrix over all (review, aspect) pairs in `labels` order, rows gold, columns predicted."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
     for item in items:
         for gold, pred in item:
             matrix[index[gold]][index[pred]] += 1
@@ -90,9 +94,16 @@ def weighted_kappa(matrix: Sequence[Sequence[float]],
     return (p_o - p_e) / (1.0 - p_e)
 
 
-def kappa(items: Sequence[Sequence[Pair]]) -> float:
-    """Aggregation: weighted kappa of the pooled confusion matrix."""
-    return weighted_kappa(confusion_matrix(items))
+def kappa_weights(labels: Sequence[str]) -> tuple[tuple[float, ...], ...]:
+    """The paper's weights for its MASA labels; identity (Cohen's unweighted kappa) for any other label set."""
+    if tuple(labels) == KAPPA_LABELS:
+        return KAPPA_WEIGHTS
+    return tuple(tuple(float(i == j) for j in range(len(labels))) for i in range(len(labels)))
+
+
+def kappa(items: Sequence[Sequence[Pair]], labels: Sequence[str] = KAPPA_LABELS) -> float:
+    """Aggregation: weighted kappa of the pooled confusion matrix (MASA's labels unless `labels` is given)."""
+    return weighted_kappa(confusion_matrix(items, labels), kappa_weights(labels))
 
 
 def accuracy(items: Sequence[Sequence[Pair]]) -> float:
@@ -196,10 +207,18 @@ def f1(items: Sequence[Sequence[int]]) -> float:
     return prf(_summed(items))[2]
 
 
-# The aggregation of every metric name (soft_* aggregate their own soft-matched counts).
+# The aggregation of every metric name (soft_* aggregate their own soft-matched counts); kappa here is
+# MASA's, `aggregations(labels)` binds it to another task's label order.
 AGGREGATIONS = {
     "kappa": kappa, "accuracy": accuracy, "exact_match": exact_match,
     "format_error_rate": format_error_rate,
     "precision": precision, "recall": recall, "f1": f1,
     "soft_precision": precision, "soft_recall": recall, "soft_f1": f1,
 }
+
+
+def aggregations(labels: Sequence[str] = KAPPA_LABELS) -> dict[str, Callable[[Sequence], float]]:
+    """AGGREGATIONS with kappa over a classification task's own label order."""
+    if tuple(labels) == KAPPA_LABELS:
+        return AGGREGATIONS
+    return {**AGGREGATIONS, "kappa": partial(kappa, labels=tuple(labels))}

@@ -2,26 +2,35 @@
 
 Output text -> the design's codec (soft parsing, SDE.md) -> per-document metric items -> corpus-level
 aggregation (sde_tasks.metrics). lm-eval's `process_results` calls `doc_items`; `sde score` and
-the leaderboard call `score_texts`, so a metric has one definition and one name everywhere.
+the leaderboard call `score_texts`, so a metric has one definition and one name everywhere. A task
+is a built-in name (masa, ed, ner) or the path of a user's YAML task spec; both score the same way.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import import_module
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sde_datagen.codecs import Codec, Parsed, get_codec
 from sde_datagen.design import Design, resolve_design
 from sde_datagen.errors import UserError
-from sde_datagen.spec import TaskSpec
+from sde_datagen.spec import TaskSpec, load_spec_yaml
 from sde_datagen.tasks import load_task
 from sde_tasks import metrics as m
 
 TASKS = ("masa", "ed", "ner")
+# The paper's counting rule of each built-in extraction task; a user's extraction task uses the
+# multiset rule (NER's), which scores repeated gold items exactly.
 EXTRACTION_COUNTS = {"ed": m.ed_counts, "ner": m.ner_counts}
+USER_EXTRACTION_COUNTS = m.ner_counts
 PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors still follow the strict format
+TASK_NAME = re.compile(r"[a-z0-9_]+")  # a user task's name makes the lm-eval task sde_<name>
 
 
 class GoldTextError(UserError):
@@ -38,10 +47,7 @@ def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed) -> dict[s
     if spec.family == "classification":
         pairs = m.classification_item(gold, parsed.targets, spec.absent_label)
         return {"kappa": pairs, "accuracy": pairs, "exact_match": pairs, "format_error_rate": error}
-    try:
-        counts = EXTRACTION_COUNTS[spec.name]
-    except KeyError:
-        raise UserError(f"no scoring rule for extraction task '{spec.name}' (known: ed, ner)") from None
+    counts = EXTRACTION_COUNTS.get(spec.name, USER_EXTRACTION_COUNTS)  # user specs never take a built-in name
     gold_pairs = m.extraction_pairs(gold)
     # Items of unknown types are predictions too: they can only be false positives.
     pred_pairs = m.extraction_pairs(parsed.targets) + m.extraction_pairs({t: [s] for t, s in parsed.stray})
@@ -53,17 +59,56 @@ def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed) -> dict[s
     }
 
 
-def aggregate(items: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Corpus-level value of every metric in the items (the same functions lm-eval aggregates with)."""
+def aggregate(items: Sequence[Mapping[str, Any]], spec: TaskSpec | None = None) -> dict[str, float]:
+    """Corpus-level value of every metric in the items (the same functions lm-eval aggregates with).
+
+    `spec` gives a classification task's label order to kappa; without it, MASA's.
+    """
     if not items:
         return {}
-    return {name: m.AGGREGATIONS[name]([item[name] for item in items]) for name in items[0]}
+    functions = m.aggregations(spec.label_ids) if spec is not None and spec.labels else m.AGGREGATIONS
+    return {name: functions[name]([item[name] for item in items]) for name in items[0]}
+
+
+def user_spec(path: str | Path, domain: str | None = None) -> TaskSpec:
+    """A user's YAML task spec, checked for what scoring and lm-eval need of its name; loaded once per file."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise UserError(f"{path}: task spec not found") from None
+    return _user_spec(str(path.resolve()), stat.st_mtime_ns, stat.st_size, domain)
+
+
+@lru_cache(maxsize=64)
+def _user_spec(path: str, mtime_ns: int, size: int, domain: str | None) -> TaskSpec:
+    spec = load_spec_yaml(path, domain)
+    if spec.name in TASKS:
+        raise UserError(f"{path}: field 'name': '{spec.name}' is a built-in task; give your task another name")
+    if not TASK_NAME.fullmatch(spec.name):
+        raise UserError(f"{path}: field 'name': '{spec.name}' must be lower-case letters, digits and underscores "
+                        f"(it names the lm-eval task sde_<name>)")
+    return spec
+
+
+def task_spec(task: str, domain: str | None = None) -> TaskSpec:
+    """A built-in task by name, or a user's task by the path of its YAML spec."""
+    if task in TASKS:
+        return load_task(task, domain)
+    if task.endswith((".yaml", ".yml")):
+        return user_spec(task, domain)
+    raise UserError(f"unknown task '{task}' (tasks: {', '.join(TASKS)}, or the path of a YAML task spec)")
 
 
 @lru_cache(maxsize=None)
-def _domains(task: str) -> tuple[str | None, ...]:
+def task_domains(task: str) -> tuple[str | None, ...]:
     """The task's named domains (MASA: D1, D2, D1-paper), tried in order to find a target's aspects."""
-    return tuple(getattr(import_module(f"sde_datagen.tasks.{task}"), "SPEC", {}).get("domains", {})) or (None,)
+    if task in TASKS:
+        declared = getattr(import_module(f"sde_datagen.tasks.{task}"), "SPEC", {}).get("domains", {})
+    else:
+        task_spec(task)  # validates the spec, so its domains are a mapping
+        declared = yaml.safe_load(Path(task).read_text(encoding="utf-8")).get("domains", {})
+    return tuple(declared) or (None,)
 
 
 def _gold_codec(task: str, design: Design, target: str, domain: str | None = None) -> tuple[Codec, Parsed]:
@@ -74,8 +119,8 @@ def _gold_codec(task: str, design: Design, target: str, domain: str | None = Non
     `domain` names it (needed where a design lists only present aspects: the target cannot tell).
     """
     first: tuple[Codec, Parsed] | None = None
-    for domain in (domain,) if domain else _domains(task):
-        codec = get_codec(load_task(task, domain), design)
+    for domain in (domain,) if domain else task_domains(task):
+        codec = get_codec(task_spec(task, domain), design)
         parsed = codec.parse(target, "strict")
         if parsed.ok:
             return codec, parsed
@@ -90,12 +135,11 @@ def score_texts(
 ) -> dict[str, float]:
     """Metrics of model outputs against gold targets, both text in `design`'s format.
 
-    The scoring function the leaderboard calls to recompute metrics from logged samples (targets =
-    the samples' `completion`). An unreadable target raises GoldTextError naming its 1-based row.
+    `task` is a built-in task or the path of a user's YAML task spec. The scoring function of
+    `sde score` (targets = the gold completions). An unreadable target raises GoldTextError naming its 1-based row.
     """
-    if task not in TASKS:
-        raise UserError(f"unknown task '{task}' (tasks: {', '.join(TASKS)})")
-    resolved = resolve_design(design, load_task(task).family)
+    spec = task_spec(task)
+    resolved = resolve_design(design, spec.family)
     items = []
     for row, (prediction, target) in enumerate(_pairs(predictions, targets), start=1):
         try:
@@ -103,7 +147,7 @@ def score_texts(
         except ValueError as err:
             raise GoldTextError(row, str(err)) from None
         items.append(doc_items(codec.spec, gold.targets, codec.parse(prediction, PARSE_MODE)))
-    return {**aggregate(items), "n": len(items)}
+    return {**aggregate(items, spec), "n": len(items)}
 
 
 def _pairs(predictions: Iterable[str], targets: Iterable[str]) -> Iterable[tuple[str, str]]:

@@ -1,0 +1,163 @@
+"""`sde eval make-task`: an lm-eval task folder for a task declared in YAML.
+
+The folder holds a copy of the spec and of its test and validation (few-shot) gold, one YAML per
+task (`sde_<name>`, and `sde_<name>_ood` when the spec declares domains), the shared template and
+a three-line utils.py that binds sde-kit's own hooks (sde_tasks.tasks.utils.UserTask) to the spec
+beside it: prompts, parsing and metrics are the built-in tasks' code, not a copy of it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from sde_datagen.errors import UserError
+from sde_datagen.export import _swap_into_place, read_splits
+from sde_tasks import metrics as m
+from sde_tasks.lm_eval_hook import tasks_dir
+from sde_tasks.scoring import task_domains, user_spec
+from sde_tasks.tasks.utils import DATA_DIR, DEFAULT_DESIGN, FEWSHOT_SPLIT, SPEC_FILE, UserTask, spec_sha256
+
+TEMPLATE = "_default_template_yaml"
+TASK_VERSION = 1.0  # metadata.version of a user task: bumped with the built-in tasks' prompts and metrics
+UTILS = '''"""lm-eval hooks of this folder: sde-kit's own, bound to task_spec.yaml and data/ beside this file."""
+from sde_tasks.metrics import accuracy, exact_match, f1, format_error_rate, precision, recall  # noqa: F401
+from sde_tasks.tasks.utils import UserTask
+
+_task = UserTask.beside(__file__)
+load_docs, process_results, kappa = _task.load_docs, _task.process_results, _task.kappa
+'''
+
+
+class _Function(str):
+    """An lm-eval `!function module.name` reference, kept as such through YAML load and dump."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes `!function utils.x` plain and texts with line breaks double-quoted, as people write them."""
+
+    def choose_scalar_style(self) -> str:
+        if self.event.tag == "!function":
+            return ""
+        return super().choose_scalar_style()
+
+
+_Loader.add_constructor("!function", lambda loader, node: _Function(loader.construct_scalar(node)))
+_Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))
+
+
+def task_names(name: str, has_ood: bool) -> list[str]:
+    """The lm-eval task names of a user task."""
+    return [f"sde_{name}", *([f"sde_{name}_ood"] if has_ood else [])]
+
+
+def domain_pair(spec_path: Path) -> tuple[str | None, str | None]:
+    """(in-domain, out-of-domain) target subsets: the spec's default domain and the first other one.
+
+    Alternative domains named `*-paper` are skipped, as for MASA; (None, None) without domains.
+    """
+    declared = [d for d in task_domains(str(spec_path)) if d is not None]
+    if not declared:
+        return None, None
+    default = user_spec(spec_path).domain
+    if default == "all":  # every target is in domain: nothing is left out of it
+        return default, None
+    others = [d for d in declared if d != default and not d.endswith("-paper")]
+    return default, (others[0] if others else None)
+
+
+def task_yaml(task: str, family: str, domain: str | None, out_of_domain: bool, digest: str, fewshot: bool) -> str:
+    """One task's YAML: the shared template, the folder's hooks and the family's metrics."""
+    metrics = m.CLASSIFICATION_METRICS if family == "classification" else m.EXTRACTION_METRICS
+    config = {
+        "include": TEMPLATE,
+        "task": task,
+        "custom_dataset": _Function("utils.load_docs"),
+        "dataset_kwargs": {"sde_domain": domain, "sde_out_of_domain": out_of_domain, "sde_spec_sha256": digest},
+        "metric_list": [{"metric": name, "aggregation": _Function(f"utils.{m.AGGREGATIONS[name].__name__}"),
+                         "higher_is_better": name != "format_error_rate"} for name in metrics],
+        "metadata": {"version": TASK_VERSION, "design": DEFAULT_DESIGN},
+    }
+    if not fewshot:  # no validation split was given: zero-shot only
+        config["fewshot_split"] = None
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+def template_yaml() -> str:
+    """The built-in tasks' template without their `sde` tag (that tag runs the built-in tasks only)."""
+    source = tasks_dir() / TEMPLATE
+    template = yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    template.pop("tag", None)
+    header = "# Shared by the tasks of this folder; copied from sde-kit's built-in template.\n"
+    return header + yaml.dump(template, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+def readme(spec_name: str, tasks: list[str], family: str, domains: tuple[str | None, str | None],
+           digest: str) -> str:
+    metrics = m.CLASSIFICATION_METRICS if family == "classification" else m.EXTRACTION_METRICS
+    lines = [f"# sde-kit lm-eval tasks for `{spec_name}`", "",
+             "Written by `sde eval make-task`; do not edit by hand (re-run it after changing the spec or data).", "",
+             "| task | documents | metrics |", "|---|---|---|"]
+    for task in tasks:
+        ood = task.endswith("_ood")
+        where = f"domain {domains[1] if ood else domains[0]}" if domains[0] else "all targets"
+        lines.append(f"| `{task}` | `data/test.jsonl`, {where} | {', '.join(f'`{x}`' for x in metrics)} |")
+    lines += ["", f"Spec: `{SPEC_FILE}` (sha256 `{digest}`); few-shot split: `data/{FEWSHOT_SPLIT}.jsonl` when present.",
+              "", "```bash",
+              f"lm_eval --include_path THIS_FOLDER --tasks {tasks[0]} --model hf --model_args pretrained=BASE,peft=ADAPTER \\",
+              f"        --metadata '{{\"design\": \"{DEFAULT_DESIGN}\"}}'",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str | Path,
+                      overwrite: bool = False) -> list[str]:
+    """Write the task folder of a user's spec and gold data; returns its lm-eval task names.
+
+    Every split is validated (for each domain) before anything is written; the folder appears
+    whole or not at all.
+    """
+    spec_path, data_dir, out_dir = Path(spec_path), Path(data_dir), Path(out_dir)
+    spec = user_spec(spec_path)
+    in_domain, out_domain = domain_pair(spec_path)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: not a folder (give --data DIR with test.jsonl, and valid.jsonl or dev.jsonl)")
+    splits = {s.name: s for s in read_splits(spec, data_dir)}
+    if out_domain is not None:
+        read_splits(user_spec(spec_path, out_domain), data_dir)  # its labels must hold for the other targets too
+    if "test" not in splits:
+        raise UserError(f"{data_dir}: no test.jsonl: the lm-eval task scores the test split")
+    if out_dir.exists() and not overwrite:
+        raise UserError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    names = task_names(spec.name, out_domain is not None)
+    digest = spec_sha256(spec_path)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / DATA_DIR).mkdir()
+        shutil.copyfile(spec_path, tmp / SPEC_FILE)
+        shutil.copyfile(splits["test"].path, tmp / DATA_DIR / "test.jsonl")
+        if "validation" in splits:
+            shutil.copyfile(splits["validation"].path, tmp / DATA_DIR / f"{FEWSHOT_SPLIT}.jsonl")
+        (tmp / TEMPLATE).write_text(template_yaml(), encoding="utf-8")
+        (tmp / "utils.py").write_text(UTILS, encoding="utf-8")
+        for name, domain, ood in zip(names, (in_domain, out_domain), (False, True)):
+            (tmp / f"{name}.yaml").write_text(task_yaml(name, spec.family, domain, ood, digest, "validation" in splits), encoding="utf-8")
+        (tmp / "README.md").write_text(readme(spec.name, names, spec.family, (in_domain, out_domain), digest),
+                                       encoding="utf-8")
+        UserTask(tmp / SPEC_FILE, tmp / DATA_DIR).load_docs(sde_domain=in_domain, sde_spec_sha256=digest)
+        tmp.chmod(0o755)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return names
+
