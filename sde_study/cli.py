@@ -1,0 +1,144 @@
+"""`sde study run | status | report | submit` (entry point `study`). Heavy imports happen in the handlers."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sde_datagen.errors import UserError
+
+RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser("study", help="which sample design should I tune with? a whole design study")
+    actions = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+
+    run = actions.add_parser("run", help=RUN_HELP, description=RUN_HELP)
+    run.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
+    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (needs --data)")
+    run.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
+    run.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
+                     "(default one-factor)")
+    run.add_argument("--train-size", type=int, default=500, help="train records sampled once for all cells "
+                     "(default 500, the paper's)")
+    run.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
+    run.add_argument("--out", required=True, type=Path, help="the study folder")
+    run.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
+    run.add_argument("--eval-limit", type=int, help="evaluate on the first N test documents (default: full test sets)")
+    run.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
+    run.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
+    run.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
+    run.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
+                     help="PE signals of every design on the untuned model (default on)")
+    run.add_argument("--icl-shots", type=int, default=3, help="in-context examples for the PE signal (default 3)")
+    run.add_argument("--ppl-samples", type=int, default=200, help="train rows for the perplexity signals (default 200)")
+    run.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
+    run.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                     help="local: this process; slurm: a submitit job array; submitit-local: the same on this machine")
+    run.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
+    run.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
+    run.add_argument("--slurm-partition", help="Slurm partition")
+    run.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default --nproc-per-node)")
+    run.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per array task (default 1440)")
+    run.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
+    run.set_defaults(handler=_run)
+
+    status = actions.add_parser("status", help="list the work items as done / running / failed / to do")
+    status.add_argument("dir", type=Path, metavar="DIR")
+    status.set_defaults(handler=_status)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: give one or more distinct integers")
+    return seeds
+
+
+def train_settings(config_file: str | None, max_steps: int | None) -> dict:
+    """The --train-config settings (validated and typed by sde_train), plus --max-steps."""
+    from sde_study.plan import CELL_SETTINGS
+    from sde_train.config import config_from_args, load_yaml
+    from sde_train.errors import TrainError
+
+    settings: dict = {}
+    if config_file:
+        try:
+            given = load_yaml(config_file)
+            cfg = config_from_args(argparse.Namespace(config_file=config_file, model="m", dataset="d", output="o"))
+        except TrainError as err:
+            raise UserError(f"--train-config: {err}") from None
+        fixed = sorted(set(given) & set(CELL_SETTINGS))
+        if fixed:
+            raise UserError(f"--train-config {config_file}: {', '.join(fixed)} is set by the study per cell; remove it")
+        settings = {k: getattr(cfg, k) for k in given}
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        settings["max_steps"] = max_steps
+    return settings
+
+
+def build_plan(args: argparse.Namespace):
+    from sde_study.plan import Plan, resolve_plan_designs
+
+    if args.task_spec and not args.data:
+        raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
+    for flag in ("eval_limit", "eval_batch_size", "icl_shots", "ppl_samples", "train_size", "nproc_per_node", "workers"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "icl_shots" else 1):
+            raise UserError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'icl_shots' else 1}")
+    from sde_datagen.tasks import load_task
+
+    spec = load_task(args.task_spec or args.task)
+    return Plan(model=args.model, task=spec.name if args.task_spec else args.task,
+                designs=resolve_plan_designs(args.designs, spec.family), seeds=_seeds(args.seeds),
+                train_size=args.train_size, task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
+                data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
+                eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size,
+                train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
+                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples)
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.executors import ExecutorOptions, execute
+    from sde_study.exports import ensure_exports
+    from sde_study.plan import merge, read_plan, write_plan
+    from sde_study.results import collect, status_lines
+    from sde_study.work import is_done
+
+    if args.task_spec:
+        raise UserError("--task-spec: studies of a user's task need `sde eval make-task`, not available yet")
+    root: Path = args.out
+    plan = build_plan(args)
+    existing = read_plan(root)
+    if existing is not None:
+        plan = merge(existing, plan, args.extend)
+    write_plan(root, plan)
+    ensure_exports(plan, root)
+    todo = [item.id for item in plan.items() if not is_done(root, item)]
+    print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
+    options = ExecutorOptions(args.executor, args.workers, args.nproc_per_node, args.slurm_partition,
+                              args.slurm_gpus_per_node, args.slurm_time, args.slurm_array_parallelism)
+    failures = execute(root, todo, options)
+    rows = collect(root, plan)
+    print(f"wrote {root / 'results.jsonl'} ({len(rows)} rows)")
+    if failures:
+        print("\n".join(status_lines(root, plan)), file=sys.stderr)
+        print(f"sde study: {len(failures)} item(s) failed; fix the cause and rerun the same command", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.plan import require_plan
+    from sde_study.results import status_lines
+
+    print("\n".join(status_lines(args.dir, require_plan(args.dir))))
+    return 0

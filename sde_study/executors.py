@@ -1,0 +1,69 @@
+"""Where work items run: in this process (`local`), or as a job array through submitit.
+
+`slurm` submits one array task per worker with `map_array`; `submitit-local` runs the very same
+path with submitit's LocalExecutor (one subprocess per worker), which is how it is tested. A worker
+is a `submitit.helpers.Checkpointable`: a preempted or timed-out Slurm task is requeued with the
+same arguments and continues where its items stand (every item is resumable).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from sde_study.work import run_items
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+@dataclass
+class ExecutorOptions:
+    kind: str = "local"
+    workers: int | None = None  # array tasks; default: --slurm-array-parallelism, else one per item
+    nproc_per_node: int = 1
+    slurm_partition: str | None = None
+    slurm_gpus_per_node: int | None = None
+    slurm_time: int = 24 * 60  # minutes
+    slurm_array_parallelism: int | None = None
+
+
+class Worker(submitit.helpers.Checkpointable):
+    """A submitit job: run a list of items of a study folder; requeued as is on preemption or timeout."""
+
+    def __call__(self, root: str, item_ids: list[str], nproc_per_node: int) -> list[str]:
+        return run_items(Path(root), item_ids, nproc_per_node)
+
+
+def chunks(items: list[str], n: int) -> list[list[str]]:
+    """Round-robin split, so each worker gets a mix of designs and the base model is loaded once per worker."""
+    n = max(1, min(n, len(items)))
+    return [items[i::n] for i in range(n)]
+
+
+def execute(root: Path, item_ids: list[str], options: ExecutorOptions) -> list[str]:
+    """Run the items; returns the failures ("item: error")."""
+    if not item_ids:
+        return []
+    if options.kind == "local":
+        return run_items(root, item_ids, options.nproc_per_node)
+    folder = root / "submitit"
+    if options.kind == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        gpus = options.slurm_gpus_per_node if options.slurm_gpus_per_node is not None else options.nproc_per_node
+        params = {"timeout_min": options.slurm_time, "gpus_per_node": gpus, "tasks_per_node": 1,
+                  "slurm_partition": options.slurm_partition, "slurm_array_parallelism": options.slurm_array_parallelism}
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    else:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=options.slurm_time)
+    groups = chunks(item_ids, options.workers or options.slurm_array_parallelism or len(item_ids))
+    jobs = executor.map_array(Worker(), [str(root)] * len(groups), groups, [options.nproc_per_node] * len(groups))
+    print(f"submitted {len(jobs)} job(s) ({options.kind}): {', '.join(j.job_id for j in jobs)}; logs in {folder}")
+    failures = []
+    for job, group in zip(jobs, groups):
+        try:
+            failures += job.result()
+        except Exception as err:  # the job itself died (not one item): its items stay to do
+            failures.append(f"job {job.job_id} ({len(group)} item(s)): {str(err).strip().splitlines()[-1]}")
+    return failures

@@ -1,0 +1,49 @@
+"""The study's training data: one export (dataset repository) per design, written once.
+
+One repository per design, not one for all, so that `--extend` adds designs without rewriting the
+data earlier cells were trained on; each is written atomically by sde_datagen's exporter.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from sde_datagen.design import Design
+from sde_datagen.spec import TaskSpec
+from sde_study.plan import Plan
+
+DATA_DIR = "data"
+
+
+def load_spec(plan: Plan) -> TaskSpec:
+    from sde_datagen.tasks import load_task
+
+    return load_task(plan.task_spec or plan.task)
+
+
+def data_folder(plan: Plan) -> Path:
+    from sde_datagen.data import bundled_dir
+
+    return Path(plan.data) if plan.data else bundled_dir(plan.task)
+
+
+def export_dir(root: Path, design: str) -> Path:
+    return root / DATA_DIR / design
+
+
+def ensure_exports(plan: Plan, root: Path) -> None:
+    """Export the train split of every design that has no complete export yet."""
+    from sde_datagen.export import export_dataset, read_splits
+
+    for stale in (root / DATA_DIR).glob(".*.tmp-*"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
+    missing = [d for d in plan.designs if not (export_dir(root, d) / "README.md").is_file()]
+    if not missing:
+        return
+    spec = load_spec(plan)
+    splits = [s for s in read_splits(spec, data_folder(plan), plan.train_size, plan.data_seed) if s.name == "train"]
+    note = (f"Train split: {plan.train_size} records sampled with seed {plan.data_seed}." if plan.train_size else "")
+    for design in tqdm(missing, desc="export", unit="design"):
+        export_dataset(spec, [Design.from_id(design)], splits, export_dir(root, design), note=note)

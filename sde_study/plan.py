@@ -1,0 +1,176 @@
+"""The study plan (DIR/study.yaml) and its work items.
+
+The plan is everything that shapes a study's results; it is written before any work starts, so a
+rerun on the same folder can tell "continue" from "another study" and name the difference.
+Executor settings are not part of it: they change how, not what.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sde_datagen.design import Design, design_axes, resolve_designs
+from sde_datagen.errors import UserError
+
+PLAN_NAME = "study.yaml"
+LM_EVAL_TASKS = {"masa": ("sde_masa_id", "sde_masa_ood"), "ed": ("sde_ed",), "ner": ("sde_ner",)}
+# Training settings the study itself decides per cell; a --train-config may not set them.
+CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "push_to_hub",
+                 "private", "split")
+EXTENDABLE = ("designs", "seeds", "analysis")
+
+
+@dataclass
+class Plan:
+    """What a study computes. `designs` are variant ids; `train` holds sde_train settings."""
+
+    model: str
+    task: str  # a built-in task name, or the name declared in task_spec
+    designs: list[str]
+    seeds: list[int]
+    train_size: int | None = 500
+    data_seed: int = 0  # seed of the train-set sample, the same for every cell
+    task_spec: str | None = None  # path of a user's YAML task spec
+    data: str | None = None  # folder with the task's <split>.jsonl (default: bundled data)
+    chat_template: bool = False
+    eval_limit: int | None = None
+    eval_batch_size: int = 8
+    train: dict[str, Any] = field(default_factory=dict)
+    analysis: bool = True
+    icl_shots: int = 3
+    ppl_samples: int = 200
+
+    @property
+    def lm_eval_tasks(self) -> tuple[str, ...]:
+        return LM_EVAL_TASKS.get(self.task, (f"sde_{self.task}",))
+
+    def design_objects(self) -> list[Design]:
+        return [Design.from_id(d) for d in self.designs]
+
+    def items(self) -> list["WorkItem"]:
+        """Every unit of work, in a fixed order: tuned cells, then the PE signals per design."""
+        cells = [WorkItem("cell", d, s) for d in self.designs for s in self.seeds]
+        signals = [WorkItem("signals", d) for d in self.designs] if self.analysis else []
+        return cells + signals
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> "Plan":
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: not a study plan (expected a mapping)")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise UserError(f"{source}: {err}") from None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A tuned cell (design, seed) or the untuned base model's PE signals for one design."""
+
+    kind: str  # "cell" or "signals"
+    design: str
+    seed: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.design}/seed-{self.seed}" if self.kind == "cell" else f"signals/{self.design}"
+
+    def folder(self, root: Path) -> Path:
+        return root / ("cells" if self.kind == "cell" else "") / self.id
+
+    def describe(self) -> dict[str, Any]:
+        """The columns every results row of this item starts with."""
+        row = {"kind": "tuned" if self.kind == "cell" else "signals", "design": self.design,
+               **design_axes(Design.from_id(self.design))}
+        if self.kind == "cell":
+            row["seed"] = self.seed
+        return row
+
+
+def resolve_plan_designs(names: str, family: str) -> list[str]:
+    return [d.id for d in resolve_designs(names, family)]
+
+
+def read_plan(root: Path) -> Plan | None:
+    path = root / PLAN_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    return Plan.from_dict(data, str(path))
+
+
+def require_plan(root: Path) -> Plan:
+    plan = read_plan(root)
+    if plan is None:
+        raise UserError(f"{root}: no {PLAN_NAME} here; start a study with `sde study run --out {root} …`")
+    return plan
+
+
+def write_plan(root: Path, plan: Plan) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / PLAN_NAME, plan.to_yaml())
+
+
+def differences(old: Plan, new: Plan) -> list[str]:
+    """Each setting that differs, in words: `key: old -> new`."""
+    a, b = asdict(old), asdict(new)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+def merge(old: Plan, new: Plan, extend: bool) -> Plan:
+    """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work."""
+    changed = differences(old, new)
+    if not changed:
+        return old
+    hint = "use another --out, or rerun with the same settings"
+    if not extend:
+        raise UserError(f"the study in this folder has another plan ({'; '.join(changed)}); {hint}"
+                        + (" (or pass --extend to add designs, seeds or the analysis)" if _only_adds(old, new) else ""))
+    if not _only_adds(old, new):
+        removed = [k for k in EXTENDABLE if k != "analysis" and set(getattr(old, k)) - set(getattr(new, k))]
+        fixed = [c for c in changed if c.split(":")[0] not in EXTENDABLE]
+        why = fixed + [f"{k}: drops {sorted(set(getattr(old, k)) - set(getattr(new, k)))}" for k in removed]
+        if old.analysis and not new.analysis:
+            why.append("analysis: drops the PE signals")
+        raise UserError(f"--extend only adds designs, seeds or the analysis; this plan changes {'; '.join(why)}; {hint}")
+    merged = asdict(old)
+    merged["designs"] = old.designs + [d for d in new.designs if d not in old.designs]
+    merged["seeds"] = old.seeds + [s for s in new.seeds if s not in old.seeds]
+    merged["analysis"] = old.analysis or new.analysis
+    return Plan(**merged)
+
+
+def _only_adds(old: Plan, new: Plan) -> bool:
+    a, b = asdict(old), asdict(new)
+    same = all(a[k] == b[k] for k in a if k not in EXTENDABLE)
+    return (same and set(old.designs) <= set(new.designs) and set(old.seeds) <= set(new.seeds)
+            and (new.analysis or not old.analysis))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file through a temp file in the same folder and a rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

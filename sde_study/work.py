@@ -1,0 +1,143 @@
+"""One worker: runs work items of a study folder in order, each resumable and each marked when done.
+
+A cell is done when `result.json` exists (written atomically, last). Training runs with sde_train's
+`--resume`, so a killed cell continues from its last checkpoint; a cell killed while evaluating is
+evaluated again from the start. A failing item is recorded (`state.json`, with the error) and the
+worker goes on with the next one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sde_study.plan import Plan, WorkItem, require_plan, write_atomic
+
+RESULT = "result.json"
+STATE = "state.json"
+TRAINED = "train.json"
+
+
+def item_by_id(plan: Plan, item_id: str) -> WorkItem:
+    return next(i for i in plan.items() if i.id == item_id)
+
+
+def is_done(root: Path, item: WorkItem) -> bool:
+    return (item.folder(root) / RESULT).is_file()
+
+
+def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[str]:
+    """Run the items (skipping finished ones) with one base model for all; returns the failures."""
+    from tqdm.auto import tqdm
+
+    from sde_study.evaluate import BaseModel
+
+    root = Path(root)
+    plan = require_plan(root)
+    base = BaseModel(plan.model)
+    failures = []
+    for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
+        if is_done(root, item):
+            continue
+        folder = item.folder(root)
+        set_state(folder, "running")
+        try:
+            rows = (run_cell(root, plan, item, base, nproc_per_node) if item.kind == "cell"
+                    else run_signals(root, plan, item, base))
+        except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
+            message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+            set_state(folder, "failed", error=message, traceback=traceback.format_exc())
+            failures.append(f"{item.id}: {message}")
+            continue
+        write_atomic(folder / RESULT, json.dumps({"rows": rows}, ensure_ascii=False, indent=1) + "\n")
+        set_state(folder, "done")
+    return failures
+
+
+def set_state(folder: Path, status: str, **extra: Any) -> None:
+    state = {"status": status, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), **extra}
+    write_atomic(folder / STATE, json.dumps(state, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- a tuned cell
+
+def train_settings(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
+    from sde_study.exports import export_dir
+
+    return {**plan.train, "model": plan.model, "dataset": str(export_dir(root, item.design)),
+            "config": item.design, "output": str(item.folder(root) / "adapter"), "seed": item.seed,
+            "chat_template": plan.chat_template, "resume": True}
+
+
+def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> dict[str, Any]:
+    """Train (or resume) the cell's adapter with sde_train; torchrun when the cell has several processes."""
+    settings = train_settings(root, plan, item)
+    if nproc_per_node > 1:
+        import yaml
+
+        config_file = item.folder(root) / "train_config.yaml"
+        write_atomic(config_file, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}",
+                               "-m", "sde_train", "--config-file", str(config_file)],
+                              stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"torchrun sde_train exited with {done.returncode} (its error is above)")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    from sde_train.config import TrainConfig
+    from sde_train.trainer import train
+
+    return train(TrainConfig(**settings).check())
+
+
+def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> list[dict[str, Any]]:
+    from sde_study.evaluate import run_lm_eval
+
+    folder = item.folder(root)
+    trained_file = folder / TRAINED
+    if not trained_file.is_file():
+        summary = train_cell(root, plan, item, nproc_per_node)
+        kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
+        write_atomic(trained_file, json.dumps(kept) + "\n")
+    trained = json.loads(trained_file.read_text(encoding="utf-8"))
+    with base.adapter(folder / "adapter") as model:
+        scores = run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / "eval",
+                             chat_template=plan.chat_template, limit=plan.eval_limit,
+                             batch_size=plan.eval_batch_size)
+    seconds = scores.pop("_seconds")
+    return [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
+             "final_loss": trained["final_loss"], "steps": trained["steps"],
+             "train_seconds": trained["train_seconds"], "eval_seconds": seconds}
+            for task, metrics in scores.items()]
+
+
+# ----------------------------------------------------------------------------- PE signals of one design
+
+def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> list[dict[str, Any]]:
+    """Zero-shot and in-context scores (lm-eval, no adapter) and the perplexities of the design's samples."""
+    from sde_study.evaluate import run_lm_eval
+    from sde_study.exports import export_dir
+    from sde_study.signals import perplexities, sample_rows
+    from sde_train.data import load_rows
+
+    folder = item.folder(root)
+    rows = []
+    for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
+        scores = run_lm_eval(base.model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / signal,
+                             chat_template=plan.chat_template, limit=plan.eval_limit,
+                             batch_size=plan.eval_batch_size, num_fewshot=shots)
+        seconds = scores.pop("_seconds")
+        rows += [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
+                  "eval_limit": plan.eval_limit, "eval_seconds": seconds} for task, metrics in scores.items()]
+    start = time.perf_counter()
+    train_rows = sample_rows(load_rows(str(export_dir(root, item.design)), item.design, "train"),
+                             plan.ppl_samples, plan.data_seed)
+    found = perplexities(base.model, base.tokenizer, train_rows, plan.chat_template, plan.eval_batch_size)
+    rows.append({**item.describe(), "signal": "perplexity", "rows": len(train_rows), **found,
+                 "seconds": time.perf_counter() - start})
+    return rows
