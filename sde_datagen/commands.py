@@ -21,6 +21,8 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of the train sample (default 0)")
     export.add_argument("--instruction", type=int, default=0, help="instruction index: 0 canonical, 1.. paraphrases")
     export.add_argument("--rationales", help="JSONL of {id, target, rationale} overriding the extractive rationales")
+    export.add_argument("--splits", default="train,validation,test",
+                        help="splits to export, comma-separated (default train,validation,test; each must be in --data)")
     export.add_argument("--out", required=True, help="folder of the dataset repository to write")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the repository to the Hugging Face Hub")
@@ -64,17 +66,28 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
 
     spec, data = _load(args)
     designs = resolve_designs(args.designs, spec.family)
-    splits = read_splits(spec, data, args.train_size, args.seed)
-    overrides = load_overrides(args.rationales) if args.rationales else None
+    splits = read_splits(spec, data, args.train_size, args.seed, _split_names(args.splits))
+    ids = {r.id for s in splits for r in s.records}
+    overrides = load_overrides(args.rationales, spec, ids) if args.rationales else None
     note = f"Train split: {args.train_size} records sampled with seed {args.seed}." if args.train_size else ""
     counts = export_dataset(
         spec, designs, splits, args.out, instruction=args.instruction, overrides=overrides, overwrite=args.overwrite, note=note
     )
     rows = sum(sum(c.values()) for c in counts.values())
-    print(f"wrote {len(counts)} configs, {rows} rows to {args.out}")
+    print(f"wrote {len(counts)} configs, {rows} rows to {args.out}", flush=True)
     if args.push_to_hub:
         print(f"pushed to {push_to_hub(args.out, args.push_to_hub, args.private)}")
     return 0
+
+
+def _split_names(value: str) -> tuple[str, ...]:
+    from sde_datagen.export import SPLIT_FILES
+
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SPLIT_FILES]
+    if unknown or not names:
+        raise UserError(f"--splits {value}: choose from {', '.join(SPLIT_FILES)}")
+    return names
 
 
 def _designs(args: argparse.Namespace, extra: list[str]) -> int:
@@ -94,11 +107,11 @@ def _show(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_datagen.export import read_splits
     from sde_datagen.render import render_sample
 
+    if args.n < 1:
+        raise UserError(f"-n {args.n}: give the number of samples to show (1 or more)")
     spec, data = _load(args)
     design = resolve_design(args.design, spec.family)
-    split = next((s for s in read_splits(spec, data) if s.name == args.split), None)
-    if split is None:
-        raise UserError(f"{data}: no {args.split} split")
+    (split,) = read_splits(spec, data, wanted=(args.split,))
     loss = "loss" if design.loss_on_prompt else "no loss"
     for i, record in enumerate(split.records[: args.n], start=1):
         sample = render_sample(spec, design, record, args.instruction)

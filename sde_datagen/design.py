@@ -124,6 +124,9 @@ DESIGN_SETS = {"one-factor": one_factor, "grid": grid}
 
 def resolve_design(name: str, family: str | None = None) -> Design:
     """A preset name or a variant id -> a valid Design."""
+    if name in DESIGN_SETS:
+        raise UserError(f"'{name}' is a design set; give one design here (a preset: {', '.join(PRESETS)}, "
+                        "or a variant id)")
     design = PRESETS.get(name) or Design.from_id(name)
     return design.check(family)
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from sde_datagen.design import Design
 from sde_datagen.errors import UserError
+from sde_datagen.files import umask_mode
 from sde_datagen.rationale import Overrides, rationales_for
 from sde_datagen.records import GoldRecord, load_records
 from sde_datagen.render import render_sample
@@ -47,17 +48,25 @@ class Split:
     records: list[GoldRecord]
 
 
-def read_splits(spec: TaskSpec, data_dir: str | Path, train_size: int | None = None, seed: int = 0) -> list[Split]:
-    """DIR/<split>.jsonl for train, valid or dev, and test; `train_size` samples the train split."""
+def read_splits(spec: TaskSpec, data_dir: str | Path, train_size: int | None = None, seed: int = 0,
+                wanted: tuple[str, ...] = tuple(SPLIT_FILES)) -> list[Split]:
+    """DIR/<split>.jsonl for each `wanted` split (train, validation: valid or dev, test), each present and
+    not empty: a missing split would silently drop out of every exported config."""
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"--data {data_dir}: {'is a file, not a folder' if data_dir.exists() else 'no such folder'}")
     splits = []
-    for name, stems in SPLIT_FILES.items():
-        stems = (spec.splits.get(name, stems[0]), *stems)
-        path = next((data_dir / f"{s}.jsonl" for s in stems if (data_dir / f"{s}.jsonl").is_file()), None)
-        if path is not None:
-            splits.append(Split(name, path, load_records(spec, path)))
-    if not splits:
-        raise UserError(f"{data_dir}: no train.jsonl, valid.jsonl/dev.jsonl or test.jsonl found")
+    for name in wanted:
+        stems = tuple(dict.fromkeys((spec.splits.get(name, SPLIT_FILES[name][0]), *SPLIT_FILES[name])))
+        path = next((data_dir / f"{s}.jsonl" for s in stems if (data_dir / f"{s}.jsonl").exists()), None)
+        if path is None:
+            others = [n for n in SPLIT_FILES if n != name]
+            raise UserError(f"--data {data_dir}: no {' or '.join(f'{s}.jsonl' for s in stems)} for the {name} split "
+                            f"(export fewer splits with --splits {','.join(n for n in wanted if n != name) or others[0]})")
+        records = load_records(spec, path)
+        if not records:
+            raise UserError(f"{path}: the {name} split holds no records")
+        splits.append(Split(name, path, records))
     if train_size is not None:
         train = next((s for s in splits if s.name == "train"), None)
         if train is None:
@@ -81,12 +90,10 @@ def export_dataset(
     note: str = "",
 ) -> dict[str, dict[str, int]]:
     """Write every (design, split) as parquet plus the dataset card; returns row counts per config."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out(Path(out), overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, umask_mode(directory=True))
         targets = {s.name: [json.dumps(r.targets, ensure_ascii=False) for r in s.records] for s in splits}
         reasons = {}
         if any(d.reasoning != "none" for d in designs):
@@ -108,6 +115,28 @@ def export_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return counts
+
+
+def check_out(out: Path, overwrite: bool) -> Path:
+    """A folder the export may create or replace; leftovers of killed exports to it are removed."""
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved.parent == resolved:
+        raise UserError(f"--out {out}: give a new folder for the export, not the current folder or one above it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"--out {out}: a part of the path is a file, not a folder") from None
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot create {out.parent} ({err.strerror})") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {out.parent} (permission denied)")
+    for leftover in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)  # from an export killed before its cleanup ran
+    return out
 
 
 def _table(samples: list, targets: list[str]) -> pa.Table:
@@ -201,6 +230,11 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi()
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="sde-kit export")
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="sde-kit export")
+    except Exception as err:  # offline, auth, permissions, a bad repo id: all the user's to fix  # noqa: BLE001
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--push-to-hub {repo_id}: upload failed ({reason}); the export is complete in {folder}, "
+                        f"upload it later with `hf upload {repo_id} {folder} --repo-type dataset`") from None
     return str(url)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sde_datagen.errors import RecordError
+from sde_datagen.errors import RecordError, UserError
 from sde_datagen.records import GoldRecord, read_jsonl
 from sde_datagen.spec import TaskSpec
 
@@ -21,14 +21,22 @@ _MAX_CLAUSES = 2
 Overrides = dict[tuple[str, str], str]
 
 
-def load_overrides(path: str | Path) -> Overrides:
-    """A user's rationale file: one {"id", "target", "rationale"} object per line."""
+def load_overrides(path: str | Path, spec: TaskSpec, ids: set[str]) -> Overrides:
+    """A user's rationale file: one {"id", "target", "rationale"} object per line, each naming a
+    record in `ids` and a target of the spec (a typo would otherwise leave the default in place)."""
     overrides: Overrides = {}
     for number, row in read_jsonl(path, "rationale file"):
         for key in ("id", "target", "rationale"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise RecordError(path, number, key, "missing or not a non-empty string")
+        if row["id"] not in ids:
+            raise RecordError(path, number, "id", f"'{row['id']}' is no record of the exported splits")
+        if row["target"] not in spec.target_names:
+            raise RecordError(path, number, "target", f"'{row['target']}' is not a target of task {spec.name} "
+                              f"(targets: {', '.join(spec.target_names)})")
         overrides[(row["id"], row["target"])] = row["rationale"]
+    if not overrides:
+        raise UserError(f"{path}: the rationale file holds no rows")
     return overrides
 
 

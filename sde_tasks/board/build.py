@@ -16,7 +16,10 @@ from statistics import fmean
 
 from sde_datagen.design import AXES, Design, design_axes
 from sde_datagen.errors import UserError
-from sde_tasks.board.store import TASK_NAME, Submission, load_submission, metric_values, schema_errors, submission_dirs
+from sde_datagen.files import umask_mode
+from sde_tasks.board.store import (
+    TASK_NAME, Submission, load_submission, metric_values, results_shape_errors, schema_errors, submission_dirs,
+)
 
 README_BEGIN = "<!-- sde-board:begin (written by `sde board build`; edit outside these markers) -->"
 README_END = "<!-- sde-board:end -->"
@@ -81,7 +84,7 @@ def _eval_words(results: dict, task: str) -> str:
 
 def rows_of(sub: Submission) -> list[Row]:
     """A submission's rows, one per task; a malformed submission is a UserError naming its folder."""
-    problems = schema_errors(sub.meta)
+    problems = schema_errors(sub.meta) + results_shape_errors(sub.results)
     if problems:
         raise UserError(f"{sub.path}: {'; '.join(problems)} (run `sde board validate`)")
     meta = sub.meta
@@ -230,6 +233,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, umask_mode(directory=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -269,7 +273,7 @@ def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
                 (heatmap, f"{board.task}: {board.primary}, design x base model (mean over runs{shown})"),
             ]
         (tmp / "index.html").write_text(render_page(boards, plots, AXES), encoding="utf-8")
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, umask_mode(directory=True))
         old = None
         if site.exists():
             old = board_dir / f".site.old.{os.getpid()}"

@@ -68,6 +68,24 @@ def metric_values(task_results: dict[str, Any]) -> dict[str, float]:
     return values
 
 
+RESULTS_OBJECTS = ("config", "configs", "versions", "n-shot", "n-samples", "higher_is_better")
+
+
+def results_shape_errors(results: dict[str, Any]) -> list[str]:
+    """Each field of an lm-eval results file that has the wrong JSON type, named (empty when fine)."""
+    errors = [f"{RESULTS_NAME}: field '{name}': must be an object, not {type(results[name]).__name__}"
+              for name in RESULTS_OBJECTS if results.get(name) is not None and not isinstance(results[name], dict)]
+    for task, value in results["results"].items():
+        if not isinstance(value, dict):
+            errors.append(f"{RESULTS_NAME}: field 'results.{task}': must be an object, not {type(value).__name__}")
+        for name in ("configs", "higher_is_better", "n-samples"):
+            inner = results.get(name)
+            if isinstance(inner, dict) and inner.get(task) is not None and not isinstance(inner[task], dict):
+                errors.append(f"{RESULTS_NAME}: field '{name}.{task}': must be an object, "
+                              f"not {type(inner[task]).__name__}")
+    return errors
+
+
 @dataclass(frozen=True)
 class Submission:
     """One submission folder, with its metadata and its results parsed."""

@@ -6,6 +6,8 @@ Checks, each failure reported in words:
   full sets   no --limit, lm-eval's n-samples and the logged samples cover every test document once;
   design      the design of the run (lm-eval's task metadata) is the submission's design;
   docs        each logged document is the installed task pack's document (same prompt and gold);
+  prompts     each logged context (`arguments`) is the prompt lm-eval builds for that document: the
+              rendered prompt last, after exactly n-shot dev examples, through the run's chat template;
   metrics     each reported metric equals its value recomputed from the logged outputs (1e-6);
   duplicates  no other submission has the same model, adapter, design and task, or the same outputs.
 """
@@ -26,9 +28,10 @@ from typing import Any
 import yaml
 
 from sde_datagen.errors import UserError
+from sde_datagen.files import umask_mode
 from sde_tasks.board.store import (
-    META_NAME, RESULTS_NAME, SUBMISSIONS_DIR, Submission, load_submission, read_json, samples_name,
-    schema_errors, submission_dirs,
+    META_NAME, RESULTS_NAME, SUBMISSIONS_DIR, Submission, load_submission, read_json, results_shape_errors,
+    samples_name, schema_errors, submission_dirs,
 )
 
 TOLERANCE = 1e-6
@@ -89,6 +92,118 @@ def recompute(docs: list[dict[str, Any]], predictions: list[str]) -> dict[str, f
     return aggregate([process_results(doc, [prediction]) for doc, prediction in zip(docs, predictions, strict=True)])
 
 
+@lru_cache(maxsize=32)
+def fewshot_docs(task: str, design: str) -> tuple[dict[str, Any], ...]:
+    """The dev documents lm-eval draws few-shot examples from, rendered for a design."""
+    from sde_tasks.tasks.utils import FEWSHOT_SPLIT, load_docs
+
+    kwargs = installed_tasks()[task].dataset_kwargs
+    return tuple(load_docs(**kwargs, design=design, instruction=0)[FEWSHOT_SPLIT].to_list())
+
+
+# How lm-eval joins a few-shot context (the task pack's _default_template_yaml sets both).
+TARGET_DELIMITER, FEWSHOT_DELIMITER = "", "\n\n"
+
+
+def logged_context(sample: dict[str, Any]) -> str | None:
+    """The text lm-eval sent to the model for a generate_until sample (dict or older list form)."""
+    arguments = sample.get("arguments")
+    if isinstance(arguments, dict) and len(arguments) == 1:
+        (first,) = arguments.values()
+        context = first.get("arg_0") if isinstance(first, dict) else None
+    elif isinstance(arguments, list) and len(arguments) == 1 and isinstance(arguments[0], list) and arguments[0]:
+        context = arguments[0][0]
+    else:
+        context = None
+    return context if isinstance(context, str) else None
+
+
+def expected_context(prompt: str, examples: list[dict[str, Any]], chat: dict[str, Any] | None) -> str:
+    """The context lm-eval builds: few-shot examples then the prompt, as plain text or as chat turns."""
+    if chat is None:
+        shots = "".join(e["prompt"] + TARGET_DELIMITER + e["completion"] + FEWSHOT_DELIMITER for e in examples)
+        return shots + prompt
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    if chat["multiturn"]:
+        messages = [turn for e in examples for turn in (
+            {"role": "user", "content": e["prompt"]},
+            {"role": "assistant", "content": TARGET_DELIMITER + e["completion"]})]
+        messages.append({"role": "user", "content": prompt})
+    else:
+        messages = [{"role": "user", "content": expected_context(prompt, examples, None)}]
+    rendered, _ = render_jinja_template([messages], chat_template=chat["template"], add_generation_prompt=True,
+                                        **chat["tokens"])
+    return rendered[0]
+
+
+def _chat_settings(results: dict[str, Any], task: str, failures: list[str]) -> tuple[bool, dict[str, Any] | None]:
+    """(readable, the run's chat template settings or None when it used none)."""
+    if results.get("system_instruction") not in (None, ""):
+        failures.append(f"task {task}: the run used a system instruction; the board compares designs by their "
+                        "prompts alone, so run lm_eval without --system_instruction")
+        return False, None
+    template = results.get("chat_template")
+    if template is None:
+        return True, None
+    if not isinstance(template, str):
+        failures.append("results.json: field 'chat_template': must be text or null")
+        return False, None
+    tokens = {}
+    for name in ("bos_token", "eos_token"):
+        value = results.get(f"tokenizer_{name}")
+        tokens[name] = value[0] if isinstance(value, list) and value and isinstance(value[0], str) else None
+    return True, {"template": template, "multiturn": results.get("fewshot_as_multiturn") is not False,
+                  "tokens": tokens}
+
+
+def _prompt_failures(task: str, design: str, docs: tuple[dict[str, Any], ...], by_id: dict[int, dict[str, Any]],
+                     n_shot: int, chat: dict[str, Any] | None) -> list[str]:
+    """Documents whose logged context is not the one lm-eval builds from the installed task pack."""
+    pool = fewshot_docs(task, design) if n_shot else ()
+    wrong_count, edited, unrenderable = [], [], None
+    for i, sample in sorted(by_id.items()):
+        if not 0 <= i < len(docs):
+            continue
+        context = logged_context(sample)
+        prompt = docs[i]["prompt"]
+        if context is None or prompt not in context:
+            edited.append(i)
+            continue
+        last = context.rindex(prompt)
+        examples = sorted((context.find(e["prompt"]), k) for k, e in enumerate(pool) if e["prompt"] in context[:last])
+        examples = [pool[k] for _, k in examples]
+        if len(examples) != n_shot:
+            wrong_count.append(i)
+            continue
+        try:
+            expected = expected_context(prompt, examples, chat)
+        except Exception as err:  # the run's own template: jinja raises anything  # noqa: BLE001
+            unrenderable = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            break
+        if context != expected:
+            edited.append(i)
+    failures = []
+    if unrenderable:
+        failures.append(f"task {task}: the run's chat template cannot be re-rendered to check the prompts ({unrenderable})")
+    if wrong_count:
+        failures.append(f"task {task}: the results say {n_shot}-shot, but the logged contexts of these documents hold "
+                        f"another number of dev examples: {_ids(wrong_count)}")
+    if edited:
+        failures.append(f"task {task}: the logged prompt (arguments) is not the prompt the task pack builds for "
+                        f"documents {_ids(edited)}")
+    return failures
+
+
+def _object(value: Any, field: str, failures: list[str], optional: bool = True) -> dict[str, Any]:
+    """`value` when it is a JSON object; otherwise a failure naming the field, and {}."""
+    if isinstance(value, dict):
+        return value
+    if not (optional and value is None):
+        failures.append(f"results.json: field '{field}': must be an object, not {type(value).__name__}")
+    return {}
+
+
 # ----------------------------------------------------------------------------------------- one submission
 
 @dataclass
@@ -125,10 +240,12 @@ def _read_samples(path: Path, task: str) -> tuple[list[dict[str, Any]], list[str
 
 
 def _prediction(sample: dict[str, Any]) -> str | None:
-    """The generation lm-eval scored: filtered_resps holds one string per request (one request here)."""
+    """The generation lm-eval scored: filtered_resps holds one string per request (one request here),
+    the same as the raw response in resps, since the sde tasks apply no filter."""
     responses = sample.get("filtered_resps")
     if isinstance(responses, list) and len(responses) == 1 and isinstance(responses[0], str):
-        return responses[0]
+        if sample.get("resps") == [[responses[0]]]:
+            return responses[0]
     return None
 
 
@@ -148,12 +265,27 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
     if installed is None:
         failures.append(f"task {task}: not in the installed task pack (tasks: {', '.join(installed_tasks())})")
         return None
-    version = (results.get("versions") or {}).get(task)
+    before = len(failures)
+    versions = _object(results.get("versions"), "versions", failures)
+    configs = _object(results.get("configs"), "configs", failures)
+    task_config = _object(configs.get(task), f"configs.{task}", failures)
+    metadata = _object(task_config.get("metadata"), f"configs.{task}.metadata", failures)
+    n_samples = _object(results.get("n-samples"), "n-samples", failures)
+    counts = _object(n_samples.get(task), f"n-samples.{task}", failures)
+    n_shots = _object(results.get("n-shot"), "n-shot", failures)
+    reported_results = _object(results["results"].get(task), f"results.{task}", failures, optional=False)
+    directions_all = _object(results.get("higher_is_better"), "higher_is_better", failures)
+    n_shot = n_shots.get(task, 0)
+    if not isinstance(n_shot, int) or isinstance(n_shot, bool) or n_shot < 0:
+        failures.append(f"results.json: field 'n-shot.{task}': must be a whole number, not {n_shot!r}")
+    readable, chat = _chat_settings(results, task, failures)
+    if len(failures) > before or not readable:
+        return None
+    version = versions.get(task)
     if not _same_number(version, installed.version):
         failures.append(f"task {task}: evaluated with task version {version!r}, the installed task pack has "
                         f"version {installed.version!r}; re-run with the installed task pack")
 
-    metadata = ((results.get("configs") or {}).get(task) or {}).get("metadata") or {}
     run_design_name = metadata.get("design")
     try:
         run_design = resolve_design(str(run_design_name)).id if run_design_name is not None else None
@@ -176,7 +308,6 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
         failures.append(f"task {task}: {err}")
         return None
     n = len(docs)
-    counts = (results.get("n-samples") or {}).get(task) or {}
     if counts.get("original") != n or counts.get("effective") != n:
         failures.append(f"task {task}: not the full test set: lm-eval evaluated {counts.get('effective')!r} of "
                         f"{counts.get('original')!r} documents, the test set has {n}")
@@ -206,23 +337,27 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
     if changed:
         failures.append(f"task {task}: logged documents differ from the installed test set (prompt or gold): "
                         f"{_ids(changed)}")
+    if not changed:
+        failures.extend(problems := _prompt_failures(task, design, docs, by_id, n_shot, chat))
+        changed = [True] if problems else []
     predictions = [_prediction(by_id[i]) if i in by_id else None for i in range(n)]
     unreadable = [i for i, p in enumerate(predictions) if p is None and i in by_id]
     if unreadable:
-        failures.append(f"task {task}: logged samples without one generated text in filtered_resps: {_ids(unreadable)}")
-    fingerprint = hashlib.sha256(json.dumps(predictions, ensure_ascii=False).encode("utf-8")).hexdigest()
+        failures.append(f"task {task}: logged samples without one generated text in filtered_resps equal to "
+                        f"their resps: {_ids(unreadable)}")
+    fingerprint = hashlib.sha256(json.dumps(predictions).encode("ascii")).hexdigest()  # ASCII: lone surrogates too
     if missing or unknown or repeated or changed or unreadable or filters:
         return fingerprint
 
     reported = {}
-    for key, value in (results["results"].get(task) or {}).items():
+    for key, value in reported_results.items():
         metric, _, filter_name = key.rpartition(",")
         if filter_name == FILTER and not metric.endswith("_stderr"):
             reported[metric] = value
     unknown_metrics = sorted(set(reported) - set(installed.higher_is_better))
     if unknown_metrics:
         failures.append(f"task {task}: reports metric(s) the task pack does not compute: {', '.join(unknown_metrics)}")
-    directions = (results.get("higher_is_better") or {}).get(task)
+    directions = directions_all.get(task)
     if directions != installed.higher_is_better:
         failures.append(f"task {task}: higher_is_better is {directions!r}, the task pack says {installed.higher_is_better!r}")
     for metric, value in recompute(docs, predictions).items():
@@ -247,7 +382,7 @@ def check_submission(path: Path) -> Checked:
         sub = load_submission(path)
     except UserError as err:
         return Checked(path, [str(err)], set(), {})
-    failures = schema_errors(sub.meta)
+    failures = schema_errors(sub.meta) + results_shape_errors(sub.results)
     if failures:
         return Checked(path, failures, set(), {})
     meta = sub.meta
@@ -255,7 +390,7 @@ def check_submission(path: Path) -> Checked:
         design = Design.from_id(meta["design"]).id
     except UserError as err:
         return Checked(path, [f"submission.json: design: {err}"], set(), {})
-    config = sub.results.get("config") or {}
+    config = _object(sub.results.get("config"), "config", failures)
     if config.get("limit") is not None:
         failures.append(f"the run used --limit {config['limit']}: only full test sets are accepted")
     if not sub.tasks:
@@ -292,14 +427,12 @@ def validate_board(board: Path, paths: list[Path] | None = None) -> dict[Path, l
 
     everything = submission_dirs(board)
     wanted = everything if paths is None else list(paths)
-    for path in wanted:
-        if not path.is_dir():
-            raise UserError(f"{path}: not a submission folder")
+    report: dict[Path, list[str]] = {p: [f"{p}: not a submission folder"] for p in wanted if not p.is_dir()}
+    wanted = [p for p in wanted if p not in report]  # one bad path does not stop the others being checked
     wanted_keys = {p.resolve() for p in wanted}
     checked = {p.resolve(): check_submission(p) for p in tqdm(
         wanted + [p for p in everything if p.resolve() not in wanted_keys], desc="validating", unit="submission",
         disable=len(everything) + len(wanted) < 5)}
-    report = {}
     for path in wanted:
         mine = checked[path.resolve()]
         failures = list(mine.failures)
@@ -355,19 +488,28 @@ def submit(results_dir: Path, meta_path: Path, board: Path) -> tuple[Path | None
         raise UserError(f"{meta_path}: must be a JSON object")
     if meta.get("design") in PRESETS:  # the board records variant ids, which never change meaning
         meta["design"] = PRESETS[meta["design"]].id
+    problems = [p.replace("submission.json", str(meta_path), 1) for p in schema_errors(meta)]
+    if problems:  # before anything reads the metadata's fields
+        return None, problems
     results_file, samples = find_run(results_dir)
     results = read_json(results_file)
-    tasks = sorted((results.get("results") or {}) if isinstance(results, dict) else {})
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+        raise UserError(f"{results_file}: not an lm-eval results file (no 'results' object)")
+    tasks = sorted(results["results"])
     failures = [f"task {t}: no logged samples beside {results_file.name}; run lm_eval with --log_samples"
                 for t in tasks if t not in samples]
     if failures:
         return None, failures
     root = board / SUBMISSIONS_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=root, prefix=".submit-"))
+    except OSError as err:
+        raise UserError(f"--board {board}: cannot write there ({err.strerror})") from None
     final = root / submission_id(meta, results_file)
     if final.exists():
+        stage.rmdir()
         return None, [f"this run is already submitted as {final}"]
-    stage = Path(tempfile.mkdtemp(dir=root, prefix=".submit-"))
     try:
         shutil.copyfile(results_file, stage / RESULTS_NAME)
         for task in tasks:
@@ -378,7 +520,7 @@ def submit(results_dir: Path, meta_path: Path, board: Path) -> tuple[Path | None
         if failures:
             shutil.rmtree(stage)
             return None, failures
-        os.chmod(stage, 0o755)
+        os.chmod(stage, umask_mode(directory=True))
         stage.rename(final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
