@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import datasets
 
 from sde_datagen.codecs import get_codec
 from sde_datagen.data import bundled_dir
-from sde_datagen.design import resolve_design
+from sde_datagen.design import Design, resolve_design
 from sde_datagen.errors import UserError
-from sde_datagen.records import load_records
+from sde_datagen.records import GoldRecord, load_records
 from sde_datagen.render import render_sample
 from sde_datagen.spec import TaskSpec
 from sde_datagen.tasks import load_task
@@ -68,19 +68,22 @@ def build_docs(spec: TaskSpec, task: str, domain: str | None, splits: Mapping[st
         raise UserError(
             f"design {chosen.id} has no instruction (No-Inst): without one a model cannot know the "
             "out-of-domain targets, so an out-of-domain task needs an Inst-first or Inst-last design")
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_list(render_docs(spec, task, domain, load_records(spec, path), chosen, index))
+        for name, path in splits.items()})
 
-    def split(path: Path) -> datasets.Dataset:
-        rows = []
-        for record in load_records(spec, path):
-            sample = render_sample(spec, chosen, record, index)
-            rows.append({
-                "id": sample.id, "prompt": sample.prompt, "completion": sample.completion,
-                "target": gold_json(sample.target), "task": task, "domain": domain or "",
-                "design": sample.design,
-            })
-        return datasets.Dataset.from_list(rows)
 
-    return datasets.DatasetDict({name: split(path) for name, path in splits.items()})
+def render_docs(spec: TaskSpec, task: str, domain: str | None, records: Iterable[GoldRecord], design: Design,
+                instruction: int = 0) -> list[dict[str, Any]]:
+    """The lm-eval documents of gold records: prompt and completion as in training, structured gold."""
+    docs = []
+    for record in records:
+        sample = render_sample(spec, design, record, instruction)
+        docs.append({
+            "id": sample.id, "prompt": sample.prompt, "completion": sample.completion,
+            "target": gold_json(sample.target), "task": task, "domain": domain or "", "design": sample.design,
+        })
+    return docs
 
 
 def score_doc(spec: TaskSpec, doc: Mapping[str, Any], output: str) -> dict[str, Any]:
