@@ -9,6 +9,7 @@ import yaml
 
 from sde_train.config import TrainConfig
 from sde_train.errors import TrainError
+from sde_train.output import umask_mode
 
 HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "max_steps", "lr",
                    "warmup_ratio", "weight_decay", "max_grad_norm", "batch_size", "grad_accum", "max_length",
@@ -71,7 +72,7 @@ def write_model_card(out: Path, cfg: TrainConfig, summary: dict, designs: list[s
     fd, tmp = tempfile.mkstemp(prefix=".README.", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(model_card(cfg, summary, designs, design_words))
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, umask_mode(directory=False))
     os.replace(tmp, out / "README.md")
     return out / "README.md"
 

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -44,6 +45,7 @@ class TrainConfig:
     push_to_hub: str | None = None
     private: bool = False
     resume: bool = False
+    overwrite: bool = False
 
     def check(self) -> "TrainConfig":
         for name in ("model", "dataset", "output"):
@@ -54,13 +56,24 @@ class TrainConfig:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainError("--max-steps must be at least 1")
-        if self.epochs <= 0:
-            raise TrainError("--epochs must be positive")
+        for name in ("epochs", "lr", "lora_alpha"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise TrainError(f"--{name.replace('_', '-')} must be a positive number, not {getattr(self, name)}")
+        for name, low, high in (("warmup_ratio", 0, 1), ("weight_decay", 0, math.inf), ("max_grad_norm", 0, math.inf)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or not low <= value <= high:
+                raise TrainError(f"--{name.replace('_', '-')} must be between {low} and {high}, not {value}")
+        if not 0 <= self.lora_dropout < 1:  # also false for nan
+            raise TrainError(f"--lora-dropout must be in [0, 1), not {self.lora_dropout}")
+        if not [m for m in self.target_modules.split(",") if m.strip()]:
+            raise TrainError("--target-modules: give all-linear or comma-separated module names")
         return self
 
     def fingerprint(self) -> str:
         """What must not change between a run and its --resume (everything that shapes the result)."""
-        ignore = {"resume", "push_to_hub", "private", "save_steps", "logging_steps", "output", "compile"}
+        # The dataset is compared by its content (the data fingerprint), not by its path.
+        ignore = {"resume", "overwrite", "push_to_hub", "private", "save_steps", "logging_steps", "output", "compile",
+                  "dataset"}
         kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignore}
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -102,6 +115,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--push-to-hub", default=S, metavar="ORG/NAME", help="upload the adapter folder to this Hub repo")
     p("--private", action="store_true", default=S, help="create the Hub repo private")
     p("--resume", action="store_true", default=S, help="continue from the last checkpoint in --output")
+    p("--overwrite", action="store_true", default=S,
+      help="write into an --output that holds another run's adapter or other files (default: refuse)")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -124,8 +139,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if unknown:
         raise TrainError(f"config file {args.config_file}: unknown setting(s) {', '.join(unknown)}")
     values.update({k: v for k, v in vars(args).items() if k in known})
-    if isinstance(values.get("target_modules"), list):  # YAML list form
-        values["target_modules"] = ",".join(values["target_modules"])
+    modules = values.get("target_modules")
+    if isinstance(modules, list):  # YAML list form
+        if not all(isinstance(m, str) for m in modules):
+            raise TrainError(f"setting 'target_modules': expected module names (text), got {modules!r}")
+        values["target_modules"] = ",".join(modules)
+    elif modules is not None and not isinstance(modules, str):
+        raise TrainError(f"setting 'target_modules': expected all-linear or module names, got {modules!r}")
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).check()
 
 
@@ -133,10 +153,16 @@ def _coerce(name: str, value: object) -> object:
     """YAML reads `1e-4` as a string and `yes` as a bool: convert to the field's type, clearly."""
     hint = typing.get_type_hints(TrainConfig)[name]
     wanted = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    if value is None or isinstance(value, tuple(wanted)) and not (isinstance(value, bool) and bool not in wanted):
-        return value
     kind = wanted[0]
+    if isinstance(value, bool) and bool not in wanted:  # YAML `true` is no number of tokens
+        raise TrainError(f"setting '{name}': expected {kind.__name__}, got {value!r}")
+    if value is None and type(None) not in typing.get_args(hint):
+        raise TrainError(f"setting '{name}': expected {kind.__name__}, got null")
+    if value is None or isinstance(value, tuple(wanted)):
+        return value
     try:
+        if kind is str and not isinstance(value, (int, float)):
+            raise TypeError(value)
         if kind is bool:
             if str(value).lower() in ("true", "yes", "1"):
                 return True
@@ -146,5 +172,5 @@ def _coerce(name: str, value: object) -> object:
         if kind is int and float(value) != int(float(value)):
             raise ValueError(value)
         return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TrainError(f"setting '{name}': expected {kind.__name__}, got {value!r}") from None

@@ -45,13 +45,25 @@ class Batch:
 
 
 def load_rows(dataset: str, config: str | None, split: str) -> list[dict]:
-    """Rows of one dataset config (variant) and split, from a local export or a Hub repo."""
+    """Rows of one dataset config (variant) and split, from a local export or a Hub repo.
+
+    A local folder is read from its parquet files directly: `load_dataset(folder)` caches by the
+    folder's name, so after a re-export in place it would return the old rows. A Hub repo's cache
+    is keyed by its commit, so `load_dataset` is right there.
+    """
     import datasets
 
+    folder = Path(dataset)
+    if folder.is_dir():
+        files = local_data_files(folder, config, split)
+        if all(f.suffix == ".parquet" for f in files):
+            return _parquet_rows(files, dataset, config, split)
     try:
-        ds = datasets.load_dataset(dataset, config, split=split)
+        mode = "force_redownload" if folder.is_dir() else None  # other local formats: rebuilt from the files
+        ds = datasets.load_dataset(dataset, config, split=split, download_mode=mode)
     except Exception as err:  # datasets raises many types; all mean "cannot use this input"
-        raise TrainError(f"cannot load dataset {dataset!r} config {config!r} split {split!r}: {err}") from err
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainError(f"cannot load dataset {dataset!r} config {config!r} split {split!r}: {reason}") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
         raise TrainError(f"dataset {dataset!r} config {config!r} lacks column(s) {', '.join(missing)}")
@@ -59,6 +71,53 @@ def load_rows(dataset: str, config: str | None, split: str) -> list[dict]:
         raise TrainError(f"dataset {dataset!r} config {config!r} split {split!r} is empty")
     keep = [c for c in ("prompt", "completion", "loss_on_prompt", "design") if c in ds.column_names]
     return ds.select_columns(keep).to_list()
+
+
+def local_data_files(folder: Path, config: str | None, split: str) -> list[Path]:
+    """The files of one config and split of a local dataset repository: its card's `configs:` list
+    (what `load_dataset` reads), else the export layout `<config>/<split>.parquet`."""
+    import yaml
+
+    card, listed = folder / "README.md", None
+    try:
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+        header = yaml.safe_load(text[3:].split("\n---", 1)[0]) if text.startswith("---") else None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise TrainError(f"{card}: cannot read the dataset card's YAML header ({err})") from None
+    configs = header.get("configs") if isinstance(header, dict) else None
+    names = []
+    for entry in configs if isinstance(configs, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        names.append(entry.get("config_name", "default"))
+        if entry.get("config_name", "default") == (config or "default"):
+            listed = [pattern for item in entry.get("data_files") or [] if isinstance(item, dict)
+                      and item.get("split") == split
+                      for pattern in ([item.get("path")] if isinstance(item.get("path"), str) else item.get("path") or [])]
+    if configs and listed is None:
+        raise TrainError(f"--config {config}: {folder} has no such config (configs: {', '.join(map(str, names))})")
+    files = sorted({p for pattern in (listed or [f"{config}/{split}.parquet" if config else f"{split}.parquet"])
+                    for p in folder.glob(pattern) if p.is_file()})
+    if not files:
+        raise TrainError(f"--split {split}: {folder} holds no data files for config {config!r} split {split!r}")
+    return files
+
+
+def _parquet_rows(files: list[Path], dataset: str, config: str | None, split: str) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    except (pa.ArrowInvalid, OSError) as err:
+        raise TrainError(f"cannot read dataset {dataset!r} config {config!r} split {split!r}: {err}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise TrainError(f"dataset {dataset!r} config {config!r} lacks column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise TrainError(f"dataset {dataset!r} config {config!r} split {split!r} is empty")
+    keep = [c for c in ("prompt", "completion", "loss_on_prompt", "design") if c in table.column_names]
+    return table.select(keep).to_pylist()
 
 
 def data_fingerprint(rows: list[dict]) -> str:

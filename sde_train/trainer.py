@@ -29,6 +29,7 @@ from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
 from sde_train.errors import TrainError
+from sde_train.output import prepare_output, umask_mode
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LOG_NAME = "training_log.jsonl"
@@ -162,16 +163,23 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.output)
     ckpt_root = out / CKPT_DIR
     last_ckpt = latest_checkpoint(ckpt_root)
-    if last_ckpt is not None and not cfg.resume:
-        raise TrainError(f"{out} holds a checkpoint of an earlier run ({last_ckpt.name}); "
-                         "pass --resume to continue it, or choose another --output")
+    prepare_output(out, ckpt_root, last_ckpt is not None, cfg.resume, cfg.overwrite, dist.main)
+    if cfg.overwrite and not cfg.resume:
+        last_ckpt = None
 
-    rows = load_rows(cfg.dataset, cfg.config, cfg.split)
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     except (OSError, ValueError) as err:
-        raise TrainError(f"cannot load the tokenizer of {cfg.model!r}: {err}") from err
+        if not Path(cfg.model).exists():
+            raise TrainError(f"--model {cfg.model}: no such model folder or Hub id") from None
+        raise TrainError(f"cannot load the tokenizer of {cfg.model!r}: {str(err).splitlines()[0]}") from err
+    rows = load_rows(cfg.dataset, cfg.config, cfg.split)
     samples = encode_rows(rows, tokenizer, cfg.chat_template, cfg.max_length)
+    lossless = [i for i, s in enumerate(samples) if len(s.ids) <= max(s.loss_start, 1)]
+    if lossless:
+        raise TrainError(f"--max-length {cfg.max_length} cuts {len(lossless)} of {len(samples)} samples (rows "
+                         f"{', '.join(map(str, lossless[:5]))}{', …' if len(lossless) > 5 else ''}) before their first "
+                         "loss token; raise --max-length")
     cut = sum(s.truncated for s in samples)
     if cut and dist.main:
         print(f"sde train: warning: {cut} of {len(samples)} samples were longer than --max-length "
@@ -303,7 +311,7 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, umask_mode(directory=False))
     os.replace(tmp, path)
 
 
@@ -362,7 +370,8 @@ def load_checkpoint(path: Path, peft_model, optimizer, scheduler, cfg: TrainConf
         raise TrainError(f"--resume: {path} was written with other training settings; "
                          "resume with the same settings or choose another --output")
     if state["data_fingerprint"] != fingerprint:
-        raise TrainError(f"--resume: the dataset changed since {path} was written")
+        raise TrainError(f"--resume: the dataset changed since step {state['step']} (checkpoint {path}); "
+                         "train into a new --output, or --overwrite to start over")
     if state["world_size"] != world_size:
         raise TrainError(f"--resume: {path} was written by {state['world_size']} process(es), not {world_size}")
     device = next(peft_model.parameters()).device

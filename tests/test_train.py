@@ -163,7 +163,7 @@ def test_flags_win_over_yaml_and_yaml_over_defaults(tmp_path):
 def test_sde_train_cli_reports_user_errors(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "sde_train", "--model", "m", "--dataset", str(tmp_path / "none"),
                               "--config", "x", "--output", str(tmp_path / "o")], capture_output=True, text=True)
-    assert missing.returncode == 2 and "sde train: error: cannot load dataset" in missing.stderr
+    assert missing.returncode == 2 and "sde train: error: --model m: no such model folder or Hub id" in missing.stderr
     helped = subprocess.run([str(Path(sys.executable).parent / "sde"), "train", "--help"], capture_output=True,
                             text=True)
     assert helped.returncode == 0 and "--chat-template" in helped.stdout and "--push-to-hub" in helped.stdout
