@@ -1,0 +1,118 @@
+"""`sde study`: a tiny-model study killed mid-way ends with the results of an uninterrupted one; a changed
+plan is refused; status lists every item; submitit's local executor runs cells through the Slurm path."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SDE = [sys.executable, "-m", "sde_datagen.cli"]
+TIMINGS = ("train_seconds", "eval_seconds", "seconds")
+
+
+def study_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return [*SDE, "study", "run", "--model", str(model), "--task", "ner", "--designs", "es-sde,ew-sde",
+            "--train-size", "12", "--seeds", "0,1", "--out", str(out), "--eval-limit", "3", "--max-steps", "6",
+            "--eval-batch-size", "3", "--ppl-samples", "6", "--icl-shots", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def train_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "train.yaml"
+    path.write_text("save_steps: 2\nbatch_size: 2\nmax_length: 256\n", encoding="utf-8")
+    return path
+
+
+def results(folder: Path) -> list[dict]:
+    """results.jsonl without the wall-clock fields (the only ones that may differ between runs)."""
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir: Path, train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "whole"
+    done = run(study_args(tiny_model_dir, out, "--train-config", str(train_config)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_uninterrupted_study_writes_every_row(uninterrupted: Path) -> None:
+    rows = results(uninterrupted)
+    tuned = [r for r in rows if r["kind"] == "tuned"]
+    assert [(r["design"], r["seed"]) for r in tuned] == [
+        ("first-nomi-lines-pu-text-none", 0), ("first-nomi-lines-pu-text-none", 1),
+        ("last-nomi-natural-ou-text-none", 0), ("last-nomi-natural-ou-text-none", 1)]
+    for row in tuned:
+        assert row["task"] == "sde_ner" and row["n_docs"] == 3 and row["steps"] == 6
+        assert {"f1", "soft_f1", "format_error_rate", "final_loss", "placement", "format"} <= set(row)
+    signals = {(r["design"], r["signal"]) for r in rows if r["kind"] == "signals"}
+    assert signals == {(d, s) for d in ("first-nomi-lines-pu-text-none", "last-nomi-natural-ou-text-none")
+                       for s in ("zero-shot", "in-context", "perplexity")}
+    ppl = [r for r in rows if r.get("signal") == "perplexity"]
+    assert all(r["rows"] == 6 and r["prompt_nll"] > 0 and r["output_nll"] > 0 for r in ppl)
+    # logged samples, as lm_eval --log_samples writes them, for every tuned cell
+    assert len(list(uninterrupted.glob("cells/*/seed-*/eval/**/samples_sde_ner_*.jsonl"))) == 4
+
+
+def test_killed_study_resumes_to_the_same_results(uninterrupted: Path, tiny_model_dir: Path, train_config: Path,
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = study_args(tiny_model_dir, out, "--train-config", str(train_config))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, mid_train = time.time() + 300, False
+    try:  # kill it once the second cell has a checkpoint (mid-train), or failing that, mid-way
+        while time.time() < deadline and proc.poll() is None:
+            done = list(out.glob("cells/*/seed-*/result.json"))
+            if done and list(out.glob("cells/*/seed-*/adapter/checkpoints/step-*")):
+                mid_train = True
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert mid_train, "the study finished before a second cell had a checkpoint"
+    assert not (out / "results.jsonl").exists() or len(results(out)) < len(results(uninterrupted))
+
+    status = run([*SDE, "study", "status", str(out)])
+    assert status.returncode == 0 and "to do" in status.stdout and "done" in status.stdout
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert results(out) == results(uninterrupted)
+    status = run([*SDE, "study", "status", str(out)])
+    assert "6 done, 0 running, 0 failed, 0 to do" in status.stdout
+
+
+def test_changed_plan_is_refused_and_extend_only_adds(uninterrupted: Path, tiny_model_dir: Path,
+                                                      train_config: Path) -> None:
+    changed = run(study_args(tiny_model_dir, uninterrupted, "--train-config", str(train_config), "--icl-shots", "2"))
+    assert changed.returncode == 2
+    assert "another plan (icl_shots: 1 -> 2)" in changed.stderr and "Traceback" not in changed.stderr
+    dropped = run([*study_args(tiny_model_dir, uninterrupted, "--train-config", str(train_config)), "--seeds", "0",
+                   "--extend"])
+    assert dropped.returncode == 2 and "seeds: drops [1]" in dropped.stderr
+    again = run(study_args(tiny_model_dir, uninterrupted, "--train-config", str(train_config)))
+    assert again.returncode == 0 and "6 of 6 work item(s) done, 0 to do" in again.stdout
+
+
+def test_submitit_local_executor_runs_two_cells(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "submitit"
+    done = run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task", "ed", "--designs", "es-sde",
+                "--train-size", "8", "--seeds", "0,1", "--out", str(out), "--eval-limit", "2", "--max-steps", "2",
+                "--no-analysis", "--executor", "submitit-local"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submitted 2 job(s) (submitit-local)" in done.stdout
+    rows = results(out)
+    assert [(r["seed"], r["task"], r["n_docs"]) for r in rows] == [(0, "sde_ed", 2), (1, "sde_ed", 2)]
+    assert len(list((out / "submitit").glob("*_result.pkl"))) == 2
