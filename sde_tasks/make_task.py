@@ -14,13 +14,14 @@ from pathlib import Path
 import yaml
 
 from sde_datagen.errors import UserError
-from sde_datagen.export import _swap_into_place, read_splits
+from sde_datagen.export import SPLIT_FILES, _swap_into_place, read_splits
 from sde_tasks import metrics as m
 from sde_tasks.lm_eval_hook import tasks_dir
 from sde_tasks.scoring import task_domains, user_spec
 from sde_tasks.tasks.utils import DATA_DIR, DEFAULT_DESIGN, FEWSHOT_SPLIT, SPEC_FILE, UserTask, spec_sha256
 
 TEMPLATE = "_default_template_yaml"
+EVAL_SPLITS = ("test", "validation")  # scored documents, and few-shot examples
 TASK_VERSION = 1.0  # metadata.version of a user task: bumped with the built-in tasks' prompts and metrics
 UTILS = '''"""lm-eval hooks of this folder: sde-kit's own, bound to task_spec.yaml and data/ beside this file."""
 from sde_tasks.metrics import accuracy, exact_match, f1, format_error_rate, precision, recall  # noqa: F401
@@ -74,7 +75,7 @@ def domain_pair(spec_path: Path) -> tuple[str | None, str | None]:
     return default, (others[0] if others else None)
 
 
-def task_yaml(task: str, family: str, domain: str | None, out_of_domain: bool, digest: str, fewshot: bool) -> str:
+def task_yaml(task: str, family: str, domain: str | None, out_of_domain: bool, digest: str) -> str:
     """One task's YAML: the shared template, the folder's hooks and the family's metrics."""
     metrics = m.CLASSIFICATION_METRICS if family == "classification" else m.EXTRACTION_METRICS
     config = {
@@ -86,8 +87,6 @@ def task_yaml(task: str, family: str, domain: str | None, out_of_domain: bool, d
                          "higher_is_better": name != "format_error_rate"} for name in metrics],
         "metadata": {"version": TASK_VERSION, "design": DEFAULT_DESIGN},
     }
-    if not fewshot:  # no validation split was given: zero-shot only
-        config["fewshot_split"] = None
     return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
@@ -110,7 +109,7 @@ def readme(spec_name: str, tasks: list[str], family: str, domains: tuple[str | N
         ood = task.endswith("_ood")
         where = f"domain {domains[1] if ood else domains[0]}" if domains[0] else "all targets"
         lines.append(f"| `{task}` | `data/test.jsonl`, {where} | {', '.join(f'`{x}`' for x in metrics)} |")
-    lines += ["", f"Spec: `{SPEC_FILE}` (sha256 `{digest}`); few-shot split: `data/{FEWSHOT_SPLIT}.jsonl` when present.",
+    lines += ["", f"Spec: `{SPEC_FILE}` (sha256 `{digest}`); few-shot examples: `data/{FEWSHOT_SPLIT}.jsonl`.",
               "", "```bash",
               f"lm_eval --include_path THIS_FOLDER --tasks {tasks[0]} --model hf --model_args pretrained=BASE,peft=ADAPTER \\",
               f"        --metadata '{{\"design\": \"{DEFAULT_DESIGN}\"}}'",
@@ -122,19 +121,22 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
                       overwrite: bool = False) -> list[str]:
     """Write the task folder of a user's spec and gold data; returns its lm-eval task names.
 
-    Every split is validated (for each domain) before anything is written; the folder appears
+    `data_dir` needs test.jsonl and valid.jsonl (or dev.jsonl). Every split is validated (for each domain) before anything is written; the folder appears
     whole or not at all.
     """
     spec_path, data_dir, out_dir = Path(spec_path), Path(data_dir), Path(out_dir)
     spec = user_spec(spec_path)
     in_domain, out_domain = domain_pair(spec_path)
     if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: not a folder (give --data DIR with test.jsonl, and valid.jsonl or dev.jsonl)")
-    splits = {s.name: s for s in read_splits(spec, data_dir)}
-    if out_domain is not None:
-        read_splits(user_spec(spec_path, out_domain), data_dir)  # its labels must hold for the other targets too
-    if "test" not in splits:
-        raise UserError(f"{data_dir}: no test.jsonl: the lm-eval task scores the test split")
+        raise UserError(f"--data {data_dir}: no such folder")
+    for name in EVAL_SPLITS:
+        stems = (spec.splits[name], *SPLIT_FILES[name])
+        if not any((data_dir / f"{stem}.jsonl").is_file() for stem in stems):
+            raise UserError(f"--data {data_dir}: no {' or '.join(dict.fromkeys(f'{s}.jsonl' for s in stems))}: "
+                            f"the lm-eval task needs the {name} split")
+    splits = {s.name: s for s in read_splits(spec, data_dir, wanted=EVAL_SPLITS)}
+    if out_domain is not None:  # the labels must hold for the out-of-domain targets too
+        read_splits(user_spec(spec_path, out_domain), data_dir, wanted=EVAL_SPLITS)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     names = task_names(spec.name, out_domain is not None)
@@ -145,12 +147,11 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
         (tmp / DATA_DIR).mkdir()
         shutil.copyfile(spec_path, tmp / SPEC_FILE)
         shutil.copyfile(splits["test"].path, tmp / DATA_DIR / "test.jsonl")
-        if "validation" in splits:
-            shutil.copyfile(splits["validation"].path, tmp / DATA_DIR / f"{FEWSHOT_SPLIT}.jsonl")
+        shutil.copyfile(splits["validation"].path, tmp / DATA_DIR / f"{FEWSHOT_SPLIT}.jsonl")
         (tmp / TEMPLATE).write_text(template_yaml(), encoding="utf-8")
         (tmp / "utils.py").write_text(UTILS, encoding="utf-8")
         for name, domain, ood in zip(names, (in_domain, out_domain), (False, True)):
-            (tmp / f"{name}.yaml").write_text(task_yaml(name, spec.family, domain, ood, digest, "validation" in splits), encoding="utf-8")
+            (tmp / f"{name}.yaml").write_text(task_yaml(name, spec.family, domain, ood, digest), encoding="utf-8")
         (tmp / "README.md").write_text(readme(spec.name, names, spec.family, (in_domain, out_domain), digest),
                                        encoding="utf-8")
         UserTask(tmp / SPEC_FILE, tmp / DATA_DIR).load_docs(sde_domain=in_domain, sde_spec_sha256=digest)

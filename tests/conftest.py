@@ -71,3 +71,78 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sde_train.models import fetch_model
 
     return fetch_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2") / "model")
+
+
+# A user's own tasks, one per family, unknown to the package (issue 9): spec and data written here.
+HOTEL_SPEC = """\
+name: hotel
+family: classification
+language: en
+targets:
+  - {name: room, keywords: [room]}
+  - {name: staff, keywords: [staff, service], cues: [friendly]}
+  - {name: location, keywords: [location], cues: [station]}
+domains: {stay: [room, staff], area: [location]}
+labels:
+  - {id: pos, text: good, code: 1, synonyms: [great]}
+  - {id: neg, text: bad, code: 0}
+  - {id: none, text: not mentioned, code: -1}
+absent_label: none
+instructions: ["Rate the hotel review on {targets} as {labels}.", "Review aspects {targets}; labels {labels}."]
+input_prefix: "Review: "
+card: {license: cc-by-4.0, citation: "Our hotel reviews, 2026."}
+"""
+DRUG_SPEC = """\
+name: drug_events
+family: extraction
+language: en
+targets:
+  - {name: drug, keywords: [drug, medication]}
+  - {name: symptom, keywords: [symptom]}
+instructions: ["List the {targets} mentions of the note.", "Which {targets} does the note name?"]
+input_prefix: "Note: "
+record: {items: mentions, type: kind, span: words}
+placeholder: NONE
+card: {license: cc-by-4.0, citation: "Our clinical notes, 2026."}
+"""
+HOTEL_TEXTS = ["The room was spotless and the staff friendly.", "Bad room, noisy at night; far from the station.",
+               "Staff were rude but the location is great.", "Nothing to say about it.",
+               "Great location next to the station, tiny room."]
+DRUG_NOTES = [("Took Aspirin for a headache, then aspirin again.",
+               [("drug", "Aspirin"), ("drug", "aspirin"), ("symptom", "headache")]),
+              ("No complaints today.", []),
+              ("Ibuprofen eased the back pain and the fever.",
+               [("drug", "Ibuprofen"), ("symptom", "back pain"), ("symptom", "fever")]),
+              ("Nausea after metformin; nausea persisted.", [("symptom", "Nausea"), ("drug", "metformin"),
+                                                          ("symptom", "nausea")])]
+
+
+def write_user_tasks(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """family -> (spec.yaml, data folder with train/valid/test.jsonl) of two small user tasks."""
+    import json
+
+    cycle = ("pos", "neg", "none")
+    made = {}
+    for family, name, spec in (("classification", "hotel", HOTEL_SPEC), ("extraction", "drug_events", DRUG_SPEC)):
+        data = folder / f"{name}_data"
+        data.mkdir(parents=True)
+        for split, n in (("train", 6), ("valid", 4), ("test", 5)):
+            rows = []
+            for i in range(n):
+                if family == "classification":
+                    text = HOTEL_TEXTS[i % len(HOTEL_TEXTS)]
+                    labels = {a: cycle[(i + k + len(split)) % 3] for k, a in enumerate(("room", "staff", "location"))}
+                    rows.append({"id": f"{split}-{i}", "text": text, "labels": labels})
+                else:
+                    text, found = DRUG_NOTES[i % len(DRUG_NOTES)]
+                    rows.append({"id": f"{split}-{i}", "text": text,
+                                 "mentions": [{"kind": k, "words": w} for k, w in found]})
+            (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (folder / f"{name}.yaml").write_text(spec, encoding="utf-8")
+        made[family] = (folder / f"{name}.yaml", data)
+    return made
+
+
+@pytest.fixture(scope="session")
+def user_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    return write_user_tasks(tmp_path_factory.mktemp("user_tasks"))

@@ -142,7 +142,6 @@ class UserTask:
                             "run `sde eval make-task` again")
         spec = self.spec(sde_domain)
         splits = {"test": self.data_dir / "test.jsonl", FEWSHOT_SPLIT: self.data_dir / f"{FEWSHOT_SPLIT}.jsonl"}
-        splits = {name: path for name, path in splits.items() if name == "test" or path.is_file()}
         return build_docs(spec, spec.name, sde_domain, splits, design, instruction, sde_out_of_domain, metadata)
 
     def process_results(self, doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
