@@ -50,6 +50,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("dir", type=Path, metavar="DIR")
     status.set_defaults(handler=_status)
 
+    report = actions.add_parser("report", help="write DIR/REPORT.md and DIR/plots/*.png from the finished items")
+    report.add_argument("dir", type=Path, metavar="DIR")
+    report.set_defaults(handler=_report)
+
+    submit = actions.add_parser("submit", help="every full-test-set cell -> a leaderboard submission (validated)")
+    submit.add_argument("dir", type=Path, metavar="DIR")
+    submit.add_argument("--board", type=Path, default=Path("leaderboards"), help="board folder (default: %(default)s)")
+    submit.add_argument("--submitter", help="name or handle recorded in each submission (default: the user name)")
+    submit.set_defaults(handler=_submit)
+
 
 def _seeds(text: str) -> list[int]:
     try:
@@ -129,6 +139,10 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     failures = execute(root, todo, options)
     rows = collect(root, plan)
     print(f"wrote {root / 'results.jsonl'} ({len(rows)} rows)")
+    if not failures and rows:
+        from sde_study.report import write_report
+
+        print(f"wrote {write_report(root, plan, rows)}")
     if failures:
         print("\n".join(status_lines(root, plan)), file=sys.stderr)
         print(f"sde study: {len(failures)} item(s) failed; fix the cause and rerun the same command", file=sys.stderr)
@@ -142,3 +156,23 @@ def _status(args: argparse.Namespace, extra: list[str]) -> int:
 
     print("\n".join(status_lines(args.dir, require_plan(args.dir))))
     return 0
+
+
+def _report(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.plan import require_plan
+    from sde_study.report import write_report
+    from sde_study.results import collect
+
+    plan = require_plan(args.dir)
+    path = write_report(args.dir, plan, collect(args.dir, plan))
+    print(f"wrote {path} and {args.dir / 'plots'}")
+    return 0
+
+
+def _submit(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.plan import require_plan
+    from sde_study.submit import submit_study
+
+    lines = submit_study(args.dir, require_plan(args.dir), args.board, args.submitter)
+    print("\n".join(lines))
+    return 0 if any(": added " in line for line in lines) else 1

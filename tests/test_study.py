@@ -116,3 +116,17 @@ def test_submitit_local_executor_runs_two_cells(tiny_model_dir: Path, tmp_path: 
     rows = results(out)
     assert [(r["seed"], r["task"], r["n_docs"]) for r in rows] == [(0, "sde_ed", 2), (1, "sde_ed", 2)]
     assert len(list((out / "submitit").glob("*_result.pkl"))) == 2
+
+
+def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
+    done = run([*SDE, "study", "report", str(uninterrupted)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
+    assert "| `first-nomi-lines-pu-text-none` (es-sde) |" in report and "| 2 |" in report  # design row, 2 seeds
+    for signal in ("zero-shot", "in-context", "prompt perplexity", "output perplexity"):
+        assert f"| {signal} | " in report  # its Kendall τ / Spearman ρ row
+        assert (uninterrupted / "plots" / f"signal-{signal.replace(' ', '-')}.png").stat().st_size > 0
+    refused = run([*SDE, "study", "submit", str(uninterrupted), "--board", str(tmp_path / "board")])
+    assert refused.returncode == 1
+    assert refused.stdout.count("refused: evaluated on the first 3 test documents (--eval-limit)") == 4
+    assert not (tmp_path / "board" / "submissions").exists() or not any((tmp_path / "board" / "submissions").iterdir())
