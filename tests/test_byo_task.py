@@ -60,20 +60,46 @@ def test_user_tasks_run_under_the_real_lm_eval_cli_and_match_sde_score(user_task
                                                                         tmp_path):
     tasks = ["sde_hotel", "sde_hotel_ood", "sde_drug_events"]
     run([str(BIN / "lm_eval"), "--include_path", str(task_root), "--tasks", ",".join(tasks), "--model", "hf",
-         "--model_args", f"pretrained={tiny_model_dir}", *FAST, "--metadata", '{"design": "ew-sde"}',
-         "--output_path", str(tmp_path / "out"), "--log_samples"], cwd=tmp_path)
+         "--model_args", f"pretrained={tiny_model_dir}", "--device", "cpu", "--gen_kwargs", "max_gen_toks=4",
+         "--metadata", '{"design": "ew-sde"}', "--output_path", str(tmp_path / "out"), "--log_samples"], cwd=tmp_path)
     results, samples = results_and_samples(tmp_path / "out")
     for task, family, domain in (("sde_hotel", "classification", "stay"), ("sde_hotel_ood", "classification", "area"),
                                  ("sde_drug_events", "extraction", None)):
         assert results["configs"][task]["metadata"]["design"] == "ew-sde"
-        assert results["n-samples"][task]["effective"] == 2
+        assert results["n-samples"][task]["effective"] == 5  # the whole test split
         values = {k.split(",")[0]: v for k, v in results["results"][task].items() if k.endswith(",none")}
         rows = [{"prediction": s["filtered_resps"][0], "target": s["doc"]["completion"]} for s in samples[task]]
         spec = user_tasks[family][0]
         scored = score(tmp_path, spec, "ew-sde", rows, *(["--domain", domain] if domain else []))
-        assert scored.pop("n") == 2
+        assert scored.pop("n") == 5
         assert list(scored) == list(FAMILY_METRICS[family])
         assert scored == pytest.approx({k: values[k] for k in scored}), task  # same metrics, same values
+
+    # The board takes the run when it carries the specs: hash checked, metrics recomputed from them.
+    from sde_tasks.board.validate import submit, validate_board
+
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"schema_version": 1, "base_model": {"id": "tiny", "revision": "local"}, "adapter": None,
+                                "design": "ew-sde", "training": None, "seed": 0, "submitter": "test",
+                                "date": "2026-01-01"}))
+    specs = [user_tasks["classification"][0], user_tasks["extraction"][0]]
+    board = tmp_path / "board"
+    path, failures = submit(tmp_path / "out", meta, board, specs[:1])
+    assert path is None and any("sde_drug_events: not in the installed task pack" in f for f in failures)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(specs[1].read_text() + "# changed\n")
+    path, failures = submit(tmp_path / "out", meta, board, [specs[0], edited])
+    assert path is None and failures == [f"--task-spec {edited}: no task of the run was evaluated with this spec"]
+    path, failures = submit(tmp_path / "out", meta, board, specs)
+    assert failures == [] and sorted(p.name for p in path.glob("task_spec_*")) == [f"task_spec_{t}.yaml" for t in sorted(tasks)]
+    samples_file = path / "samples_sde_drug_events.jsonl"
+    lines = samples_file.read_text().splitlines()
+    sample = json.loads(lines[0])
+    sample["filtered_resps"] = [sample["doc"]["completion"]]  # a better answer than the run's, same metrics claimed
+    sample["resps"] = [[sample["doc"]["completion"]]]
+    samples_file.write_text("\n".join([json.dumps(sample), *lines[1:]]) + "\n")
+    (failed,) = validate_board(board).values()
+    assert any(f.startswith("task sde_drug_events: reported") for f in failed), failed
 
 
 @pytest.mark.parametrize("family", ["classification", "extraction"])

@@ -27,6 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="lm-eval --output_path folder (or the model folder inside it) with one results_*.json")
     submit.add_argument("--meta", type=Path, required=True, metavar="META.json",
                         help="submission.json content (schema: `sde board schema`)")
+    submit.add_argument("--task-spec", type=Path, action="append", default=[], metavar="FILE.yaml",
+                        help="the spec of a task of your own in the run (sde eval make-task); repeat for several")
     submit.set_defaults(handler=_submit)
 
     validate = with_board(actions.add_parser(
@@ -50,7 +52,7 @@ def _build(args: argparse.Namespace, extra: list[str]) -> int:
 def _submit(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_tasks.board.validate import submit
 
-    path, failures = submit(args.results_dir, args.meta, args.board)
+    path, failures = submit(args.results_dir, args.meta, args.board, args.task_spec)
     if failures:
         print(f"rejected: {len(failures)} problem(s); nothing was added to {args.board}", file=sys.stderr)
         for failure in failures:

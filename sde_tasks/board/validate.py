@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -263,7 +264,12 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
     results = sub.results
     installed = installed_tasks().get(task)
     if installed is None:
-        failures.append(f"task {task}: not in the installed task pack (tasks: {', '.join(installed_tasks())})")
+        from sde_tasks.board.user_task import check_user_task, spec_name
+
+        if (sub.path / spec_name(task)).is_file():  # a user-declared task, carrying its spec
+            return check_user_task(sub.path, results, task, design, failures)
+        failures.append(f"task {task}: not in the installed task pack (tasks: {', '.join(installed_tasks())}); "
+                        "a task of your own needs its spec: sde board submit … --task-spec FILE.yaml")
         return None
     before = len(failures)
     versions = _object(results.get("versions"), "versions", failures)
@@ -395,7 +401,9 @@ def check_submission(path: Path) -> Checked:
         failures.append(f"the run used --limit {config['limit']}: only full test sets are accepted")
     if not sub.tasks:
         failures.append("results.json holds no task results")
-    expected_files = {META_NAME, RESULTS_NAME} | {samples_name(t) for t in sub.tasks}
+    from sde_tasks.board.user_task import spec_name
+
+    expected_files = {META_NAME, RESULTS_NAME} | {samples_name(t) for t in sub.tasks} | {spec_name(t) for t in sub.tasks}
     extra = sorted(p.name for p in path.iterdir() if p.name not in expected_files)
     if extra:
         failures.append(f"files that belong to no task of the results: {', '.join(extra)}")
@@ -476,8 +484,11 @@ def submission_id(meta: dict[str, Any], results_file: Path) -> str:
     return f"{meta.get('date', 'undated')}-{model}-{meta.get('design', 'design')}-{digest}"
 
 
-def submit(results_dir: Path, meta_path: Path, board: Path) -> tuple[Path | None, list[str]]:
+def submit(results_dir: Path, meta_path: Path, board: Path,
+           specs: Sequence[Path] = ()) -> tuple[Path | None, list[str]]:
     """Stage the run as a hidden folder, validate it against the board, then rename it into place.
+
+    `specs`: the YAML specs of user-declared tasks in the run, carried into the submission.
 
     Returns (the new submission folder, []) or (None, failures); nothing stays behind on failure.
     """
@@ -515,8 +526,9 @@ def submit(results_dir: Path, meta_path: Path, board: Path) -> tuple[Path | None
         for task in tasks:
             shutil.copyfile(samples[task], stage / samples_name(task))
         (stage / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        report = validate_board(board, [stage])
-        failures = report[stage]
+        from sde_tasks.board.user_task import carry_specs
+
+        failures = carry_specs(list(specs), results, stage) or validate_board(board, [stage])[stage]
         if failures:
             shutil.rmtree(stage)
             return None, failures
