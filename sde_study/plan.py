@@ -20,7 +20,7 @@ from sde_datagen.errors import UserError
 PLAN_NAME = "study.yaml"
 LM_EVAL_TASKS = {"masa": ("sde_masa_id", "sde_masa_ood"), "ed": ("sde_ed",), "ner": ("sde_ner",)}
 # Training settings the study itself decides per cell; a --train-config may not set them.
-CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "push_to_hub",
+CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "overwrite", "push_to_hub",
                  "private", "split")
 EXTENDABLE = ("designs", "seeds", "analysis")
 

@@ -78,7 +78,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
              f"{limit}; chat template: {'yes' if plan.chat_template else 'no'}; training settings: "
              f"{plan.train or 'defaults (LoRA r 8, 1 epoch, batch 4, lr 1e-4)'}. Headline metric: `{metric}` "
              "(mean ± std over seeds).", ""]
-    lines += design_table(rows, plan, tasks, metric)
+    lines += design_table(rows, plan, tasks, metric, plots)
     lines += effects_section(rows, plan, tasks, metric, plots)
     lines += recommendation(rows, plan, tasks[0], metric)
     if plan.analysis:
@@ -88,7 +88,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     return path
 
 
-def design_table(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: str) -> list[str]:
+def design_table(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: str, plots: Path) -> list[str]:
     head = "| design | " + " | ".join(f"{t} {metric} | {t} format errors" for t in tasks) + " | final loss | seeds |"
     lines = ["## Designs", "", head, "|---" * (2 * len(tasks) + 3) + "|"]
     for design in plan.designs:
@@ -103,7 +103,10 @@ def design_table(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: s
         loss = fmt(*mean_std([r["final_loss"] for r in mine])) if mine else "—"
         name = f"`{design}`" + (f" ({short(design)})" if short(design) != design else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {loss} | {len(mine)} |")
-    return lines + [""]
+    scores = {task: {short(d): mean_std(list(s.values())) for d, s in tuned_scores(rows, task, metric).items()}
+              for task in tasks}
+    bar_plot(scores, f"{metric} (tuned)", plots / "designs.png")
+    return lines + ["", f"![designs]({PLOTS_DIR}/designs.png)", ""]
 
 
 def effects_section(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: str, plots: Path) -> list[str]:
@@ -127,17 +130,17 @@ def effects_section(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric
             diffs = [scores[design][s] - scores[BASE][s] for s in seeds]
             mean, std = mean_std(diffs)
             agree = sum(1 for d in diffs if math.copysign(1, d) == math.copysign(1, mean) and d != 0)
-            effects.setdefault(task, {})[short(design)] = (mean, 0.0 if math.isnan(std) else std)
+            effects.setdefault(task, {})[short(design)] = (mean, std)
             cells += [f"{mean:+.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}"), f"{agree}/{len(seeds)}"]
         lines.append(f"| {short(design)} | " + " | ".join(cells) + " |")
     if effects:
-        bar_plot(effects, metric, plots / "effects.png")
+        bar_plot(effects, f"Δ {metric} vs paper-base", plots / "effects.png")
         lines += ["", f"![one-factor effects]({PLOTS_DIR}/effects.png)"]
     return lines + [""]
 
 
-def bar_plot(effects: dict[str, dict[str, tuple[float, float]]], metric: str, path: Path) -> None:
-    """Grouped bars (one group per change, one bar per task: ID vs OOD for MASA) with std error bars."""
+def bar_plot(effects: dict[str, dict[str, tuple[float, float]]], ylabel: str, path: Path) -> None:
+    """Grouped bars (one group per design or change, one bar per task: ID vs OOD for MASA), std error bars."""
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(n for per_task in effects.values() for n in per_task))
@@ -146,10 +149,10 @@ def bar_plot(effects: dict[str, dict[str, tuple[float, float]]], metric: str, pa
     for k, (task, per_task) in enumerate(effects.items()):
         xs = [i + k * width for i in range(len(names))]
         ax.bar(xs, [per_task.get(n, (0, 0))[0] for n in names], width,
-               yerr=[per_task.get(n, (0, 0))[1] for n in names], capsize=3, label=task)
+               yerr=[_zero_nan(per_task.get(n, (0, 0))[1]) for n in names], capsize=3, label=task)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([i + width * (len(effects) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
-    ax.set_ylabel(f"Δ {metric} vs paper-base")
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -230,6 +233,11 @@ def signals_section(rows: list[dict], plan: Plan, task: str, metric: str, plots:
     lines += ["", *verdicts, ""]
     lines += [f"![{n}]({PLOTS_DIR}/signal-{n.replace(' ', '-')}.png)" for n in SIGNALS]
     return lines + [""]
+
+
+def _zero_nan(value: float) -> float:
+    """No error bar where the std is undefined (one seed)."""
+    return 0.0 if math.isnan(value) else value
 
 
 def _corr(value: float, p: float) -> str:

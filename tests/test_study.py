@@ -130,3 +130,20 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert refused.stdout.count("refused: evaluated on the first 3 test documents (--eval-limit)") == 4
     assert not (tmp_path / "board" / "submissions").exists() or not any((tmp_path / "board" / "submissions").iterdir())
+
+
+def test_adapter_swap_evaluation_equals_the_lm_eval_cli(uninterrupted: Path, tiny_model_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """The in-process evaluation (one base model, adapters swapped) writes the CLI's samples, byte for byte."""
+    cell = uninterrupted / "cells" / "last-nomi-natural-ou-text-none" / "seed-1"
+    cli = run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+               f"pretrained={tiny_model_dir},peft={cell / 'adapter'}", "--tasks", "sde_ner",
+               "--metadata", json.dumps({"design": "last-nomi-natural-ou-text-none"}), "--limit", "3",
+               "--batch_size", "3", "--log_samples", "--output_path", str(tmp_path / "cli")])
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    ours = next(cell.glob("eval/**/samples_sde_ner_*.jsonl"))
+    theirs = next((tmp_path / "cli").glob("**/samples_sde_ner_*.jsonl"))
+    assert ours.read_bytes() == theirs.read_bytes()
+    ours_results = json.loads(next(cell.glob("eval/**/results_*.json")).read_text(encoding="utf-8"))
+    theirs_results = json.loads(next((tmp_path / "cli").glob("**/results_*.json")).read_text(encoding="utf-8"))
+    assert ours_results["results"] == theirs_results["results"]
