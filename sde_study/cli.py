@@ -107,30 +107,34 @@ def build_plan(args: argparse.Namespace):
     from sde_datagen.tasks import load_task
 
     spec = load_task(args.task_spec or args.task)
+    user_tasks = None
+    if args.task_spec:
+        from sde_tasks.make_task import domain_pair, task_names
+
+        user_tasks = task_names(spec.name, domain_pair(Path(args.task_spec))[1] is not None)
     return Plan(model=args.model, task=spec.name if args.task_spec else args.task,
                 designs=resolve_plan_designs(args.designs, spec.family), seeds=_seeds(args.seeds),
                 train_size=args.train_size, task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size,
                 train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
-                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples)
+                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks)
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.executors import ExecutorOptions, execute
-    from sde_study.exports import ensure_exports
+    from sde_study.exports import ensure_exports, ensure_task_folder
     from sde_study.plan import merge, read_plan, write_plan
     from sde_study.results import collect, status_lines
     from sde_study.work import is_done
 
-    if args.task_spec:
-        raise UserError("--task-spec: studies of a user's task need `sde eval make-task`, not available yet")
     root: Path = args.out
     plan = build_plan(args)
     existing = read_plan(root)
     if existing is not None:
         plan = merge(existing, plan, args.extend)
     write_plan(root, plan)
+    ensure_task_folder(plan, root)
     ensure_exports(plan, root)
     todo = [item.id for item in plan.items() if not is_done(root, item)]
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")

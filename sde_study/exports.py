@@ -33,6 +33,16 @@ def export_dir(root: Path, design: str) -> Path:
     return root / DATA_DIR / design
 
 
+def ensure_task_folder(plan: Plan, root: Path) -> None:
+    """A user's task gets its lm-eval task folder (sde eval make-task), once."""
+    from sde_study.plan import TASKS_DIR
+
+    if plan.task_spec and not (root / TASKS_DIR).is_dir():
+        from sde_tasks.make_task import write_task_folder
+
+        write_task_folder(plan.task_spec, data_folder(plan), root / TASKS_DIR)
+
+
 def ensure_exports(plan: Plan, root: Path) -> None:
     """Export the train split of every design that has no complete export yet."""
     from sde_datagen.export import export_dataset, read_splits
@@ -43,7 +53,7 @@ def ensure_exports(plan: Plan, root: Path) -> None:
     if not missing:
         return
     spec = load_spec(plan)
-    splits = [s for s in read_splits(spec, data_folder(plan), plan.train_size, plan.data_seed) if s.name == "train"]
+    splits = read_splits(spec, data_folder(plan), plan.train_size, plan.data_seed, wanted=("train",))
     note = (f"Train split: {plan.train_size} records sampled with seed {plan.data_seed}." if plan.train_size else "")
     for design in tqdm(missing, desc="export", unit="design"):
         export_dataset(spec, [Design.from_id(design)], splits, export_dir(root, design), note=note)

@@ -18,6 +18,7 @@ from sde_datagen.design import Design, design_axes, resolve_designs
 from sde_datagen.errors import UserError
 
 PLAN_NAME = "study.yaml"
+TASKS_DIR = "tasks"
 LM_EVAL_TASKS = {"masa": ("sde_masa_id", "sde_masa_ood"), "ed": ("sde_ed",), "ner": ("sde_ner",)}
 # Training settings the study itself decides per cell; a --train-config may not set them.
 CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "overwrite", "push_to_hub",
@@ -44,10 +45,15 @@ class Plan:
     analysis: bool = True
     icl_shots: int = 3
     ppl_samples: int = 200
+    user_tasks: list[str] | None = None  # lm-eval tasks of a user's spec (in DIR/tasks, by sde eval make-task)
 
     @property
     def lm_eval_tasks(self) -> tuple[str, ...]:
-        return LM_EVAL_TASKS.get(self.task, (f"sde_{self.task}",))
+        return tuple(self.user_tasks) if self.user_tasks else LM_EVAL_TASKS[self.task]
+
+    def include_path(self, root: Path) -> str | None:
+        """The lm-eval task folder of a user's task; None for the built-in task pack."""
+        return str(root / TASKS_DIR) if self.task_spec else None
 
     def design_objects(self) -> list[Design]:
         return [Design.from_id(d) for d in self.designs]

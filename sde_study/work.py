@@ -108,7 +108,7 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) 
     with base.adapter(folder / "adapter") as model:
         scores = run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / "eval",
                              chat_template=plan.chat_template, limit=plan.eval_limit,
-                             batch_size=plan.eval_batch_size)
+                             batch_size=plan.eval_batch_size, include_path=plan.include_path(root))
     seconds = scores.pop("_seconds")
     return [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
@@ -130,7 +130,8 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> list[dict[str, 
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
         scores = run_lm_eval(base.model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / signal,
                              chat_template=plan.chat_template, limit=plan.eval_limit,
-                             batch_size=plan.eval_batch_size, num_fewshot=shots)
+                             batch_size=plan.eval_batch_size, num_fewshot=shots,
+                             include_path=plan.include_path(root))
         seconds = scores.pop("_seconds")
         rows += [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
                   "eval_limit": plan.eval_limit, "eval_seconds": seconds} for task, metrics in scores.items()]

@@ -147,3 +147,14 @@ def test_adapter_swap_evaluation_equals_the_lm_eval_cli(uninterrupted: Path, tin
     ours_results = json.loads(next(cell.glob("eval/**/results_*.json")).read_text(encoding="utf-8"))
     theirs_results = json.loads(next((tmp_path / "cli").glob("**/results_*.json")).read_text(encoding="utf-8"))
     assert ours_results["results"] == theirs_results["results"]
+
+
+def test_study_of_a_user_task(user_tasks: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec, data = user_tasks["classification"]
+    done = run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task-spec", str(spec), "--data", str(data),
+                "--designs", "es-sde", "--seeds", "0", "--train-size", "4", "--max-steps", "2", "--eval-limit", "2",
+                "--no-analysis", "--out", str(tmp_path / "hotel")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = results(tmp_path / "hotel")
+    assert [(r["task"], r["n_docs"]) for r in rows] == [("sde_hotel", 2), ("sde_hotel_ood", 2)]
+    assert all({"kappa", "accuracy", "format_error_rate"} <= set(r) for r in rows)
