@@ -110,7 +110,7 @@ def export_dataset(
             pq.write_table(_table(samples, targets[split.name]), folder / f"{split.name}.parquet")
             counts.setdefault(design.id, {})[split.name] = len(samples)
         (tmp / "README.md").write_text(dataset_card(spec, designs, counts, note), encoding="utf-8")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -162,7 +162,7 @@ def _table(samples: list, targets: list[str]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
+def swap_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)

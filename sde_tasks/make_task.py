@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from sde_datagen.errors import UserError
-from sde_datagen.export import SPLIT_FILES, _swap_into_place, read_splits
+from sde_datagen.export import SPLIT_FILES, swap_into_place, read_splits
 from sde_tasks import metrics as m
 from sde_tasks.lm_eval_hook import tasks_dir
 from sde_tasks.scoring import task_domains, user_spec
@@ -156,7 +156,7 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
                                        encoding="utf-8")
         UserTask(tmp / SPEC_FILE, tmp / DATA_DIR).load_docs(sde_domain=in_domain, sde_spec_sha256=digest)
         tmp.chmod(0o755)
-        _swap_into_place(tmp, out_dir)
+        swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
