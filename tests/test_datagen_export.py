@@ -169,7 +169,8 @@ card: {license: cc-by-4.0, citation: "Our hotel reviews, 2026."}
     ]
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "repo"
-    assert sde(["data", "export", "--task-spec", str(spec_file), "--designs", "one-factor", "--data", str(data), "--out", str(out)]) == 0
+    assert sde(["data", "export", "--task-spec", str(spec_file), "--designs", "one-factor", "--data", str(data), "--splits", "train",
+                "--out", str(out)]) == 0
     spec = load_task(str(spec_file))
     for design in one_factor("classification"):
         loaded = datasets.load_dataset(str(out), design.id, split="train")
