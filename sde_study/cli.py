@@ -29,6 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
     run.add_argument("--eval-limit", type=int, help="evaluate on the first N test documents (default: full test sets)")
     run.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
+    run.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
+                     "512); a budget just above the longest answer of your designs saves time when a model rambles")
     run.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
     run.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
     run.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
@@ -100,7 +102,8 @@ def build_plan(args: argparse.Namespace):
 
     if args.task_spec and not args.data:
         raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
-    for flag in ("eval_limit", "eval_batch_size", "icl_shots", "ppl_samples", "train_size", "nproc_per_node", "workers"):
+    for flag in ("eval_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
+                 "nproc_per_node", "workers"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "icl_shots" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'icl_shots' else 1}")
@@ -116,7 +119,7 @@ def build_plan(args: argparse.Namespace):
                 designs=resolve_plan_designs(args.designs, spec.family), seeds=_seeds(args.seeds),
                 train_size=args.train_size, task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
-                eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size,
+                eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
                 train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
                 icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks)
 

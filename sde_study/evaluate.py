@@ -57,7 +57,7 @@ class BaseModel:
 
 def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
                 chat_template: bool, limit: int | None, batch_size: int, num_fewshot: int | None = None,
-                include_path: str | None = None) -> dict[str, Any]:
+                include_path: str | None = None, max_gen_toks: int | None = None) -> dict[str, Any]:
     """Evaluate `model` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
 
     Returns {task: {metric: value, ..., "n_docs": N}} and the wall seconds under "_seconds".
@@ -80,6 +80,7 @@ def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: di
         manager = TaskManager(include_path=include_path or str(tasks_dir()), include_defaults=False, metadata=metadata)
         results = simple_evaluate(
             model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, log_samples=True,
+            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
             evaluation_tracker=tracker, apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
             task_manager=manager, metadata=metadata)
         samples = results.pop("samples")

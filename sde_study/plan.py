@@ -41,6 +41,7 @@ class Plan:
     chat_template: bool = False
     eval_limit: int | None = None
     eval_batch_size: int = 8
+    max_gen_toks: int | None = None  # generation budget per document (default: the task's, 512)
     train: dict[str, Any] = field(default_factory=dict)
     analysis: bool = True
     icl_shots: int = 3
