@@ -10,12 +10,15 @@
    Wall time includes lm_eval's start-up (a `--limit 1` run of sde_ed is printed for reference).
 
     python bench/eval.py [--docs 1000] [--max-gen-toks 32] [--skip-lm-eval]
+    python bench/eval.py --adapter-swap [--swap-model tiny|smollm2|DIR] [--swap-adapters 3] [--swap-limit 8]
+      (evaluating K adapters: sde study's one base model with adapters swapped, against a base reload per cell)
 
 Ends with one JSON line: {"parses_per_s_min": ..., "lm_eval_s_per_100_docs": {...}}.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -81,13 +84,115 @@ def lm_eval_seconds(model: Path, task: str, limit: int, max_gen_toks: int) -> fl
     return elapsed
 
 
+# ------------------------------------------------- --adapter-swap: one base model for K adapters vs a reload per cell
+
+def make_adapters(base: Path, count: int, out: Path) -> list[Path]:
+    """`count` LoRA adapters as sde train makes them (r 8, all linear layers); their values do not change the cost."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=8, lora_alpha=16,
+                                                                                  target_modules="all-linear"))
+    paths = []
+    for k in range(count):
+        torch.manual_seed(k)  # distinct adapters, near the base: B small instead of zero
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(weight, std=1e-3)
+        model.save_pretrained(out / f"adapter-{k}")
+        paths.append(out / f"adapter-{k}")
+    return paths
+
+
+def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int, out: Path) -> list[dict]:
+    """Per cell, wall seconds of loading and of evaluating: (a) the study's BaseModel swapping adapters (its one
+    base load counted in the first cell) and (b) a fresh HFLM(pretrained=BASE, peft=ADAPTER), the lm_eval CLI's
+    loading; the same evaluation after it. The order of (a) and (b) alternates per cell (no order bias)."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from sde_study.evaluate import BaseModel, run_lm_eval
+
+    for module in ("lm_eval", "lm_eval.loggers", "lm_eval.tasks", "peft", "sde_tasks.lm_eval_hook"):
+        importlib.import_module(module)  # before timing: imports are paid once per process either way
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shared = BaseModel(str(base))
+    settings = dict(tasks=(task,), metadata={"design": "es-sde"}, chat_template=False, limit=limit, batch_size=8)
+
+    def swap(k: int, adapter: Path) -> tuple[float, dict]:
+        start = time.perf_counter()
+        with shared.adapter(adapter) as model:
+            scores = run_lm_eval(model, str(base), out=out / f"swap-{k}", **settings)
+        return time.perf_counter() - start, scores
+
+    def reload(k: int, adapter: Path) -> tuple[float, dict]:
+        start = time.perf_counter()
+        fresh = HFLM(pretrained=str(base), peft=str(adapter), device=device, batch_size=8)
+        scores = run_lm_eval(fresh.model, str(base), out=out / f"reload-{k}", **settings)
+        return time.perf_counter() - start, scores
+
+    cells = []
+    for k, adapter in enumerate(adapters):
+        ways = {"swap": swap, "reload": reload}
+        order = ("swap", "reload") if k % 2 == 0 else ("reload", "swap")
+        done = {way: ways[way](k, adapter) for way in order}
+        cell = {}
+        for way, (total, scores) in done.items():
+            cell[f"{way}_eval_s"] = scores.pop("_seconds")
+            cell[f"{way}_load_s"] = total - cell[f"{way}_eval_s"]
+            cell[f"{way}_s"] = total
+        cell["same_metrics"] = done["swap"][1] == done["reload"][1]
+        cells.append(cell)
+        print(f"cell {k}: (a) swap load {cell['swap_load_s']:5.2f}s + eval {cell['swap_eval_s']:5.2f}s   "
+              f"(b) reload load {cell['reload_load_s']:5.2f}s + eval {cell['reload_eval_s']:5.2f}s   "
+              f"same metrics: {'yes' if cell['same_metrics'] else 'NO'}")
+    return cells
+
+
+def adapter_swap_main(model: str, count: int, task: str, limit: int) -> int:
+    from sde_train.models import fetch_model
+    from sde_train.tiny_model import build_tiny_model, bundled_data_files, iter_jsonl_texts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if model == "tiny":
+            base = build_tiny_model(Path(tmp) / "model", iter_jsonl_texts(bundled_data_files()))
+        elif model == "smollm2":
+            base = fetch_model("smollm2-135m-instruct", Path(tmp) / "model")
+        else:
+            base = Path(model)
+        adapters = make_adapters(base, count, Path(tmp))
+        print(f"adapter swap vs reload per cell: {model}, {count} LoRA adapters, {task} --limit {limit}")
+        cells = adapter_swap_seconds(base, adapters, task, limit, Path(tmp) / "eval")
+    mean = {key: sum(c[key] for c in cells) / count for key in cells[0] if key != "same_metrics"}
+    saved = mean["reload_load_s"] - mean["swap_load_s"]
+    print(f"mean per cell over {count}: loading (a) {mean['swap_load_s']:.2f}s (one base load shared) vs "
+          f"(b) {mean['reload_load_s']:.2f}s; evaluating (a) {mean['swap_eval_s']:.2f}s vs (b) {mean['reload_eval_s']:.2f}s; "
+          f"total (a) {mean['swap_s']:.2f}s vs (b) {mean['reload_s']:.2f}s")
+    print(f"loading time saved per cell by the adapter swap: {saved:.2f}s "
+          f"(the lm_eval CLI also pays a process start and imports per cell, not counted here)")
+    print(json.dumps({"adapter_swap": {"model": model, "adapters": count, "task": task, "limit": limit,
+                                       **{f"{k}_per_cell": round(v, 3) for k, v in mean.items()},
+                                       "load_s_saved_per_cell": round(saved, 3),
+                                       "same_metrics": all(c["same_metrics"] for c in cells)}}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=1000, help="completions parsed per format (test split)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-gen-toks", type=int, default=32)
     parser.add_argument("--skip-lm-eval", action="store_true")
+    parser.add_argument("--adapter-swap", action="store_true", help="only time evaluating K adapters: the study's "
+                        "adapter swap vs reloading the base per cell")
+    parser.add_argument("--swap-model", default="tiny", help="tiny, smollm2 or a model folder (default tiny)")
+    parser.add_argument("--swap-adapters", type=int, default=3, help="K adapters (default 3)")
+    parser.add_argument("--swap-task", default="sde_ner")
+    parser.add_argument("--swap-limit", type=int, default=8, help="test documents per cell (default 8)")
     args = parser.parse_args(argv)
+    if args.adapter_swap:
+        return adapter_swap_main(args.swap_model, args.swap_adapters, args.swap_task, args.swap_limit)
 
     rates = parse_rates(args.docs, args.repeat)
     print(f"{'task':<5} {'format (format-unmentioned-labels-reasoning)':<44} {'parses/s':>10}")
