@@ -94,6 +94,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from sde_train.lora import fuse_lora_layers
+
     cuda = device.type == "cuda"
     attn = cfg.attn_implementation or _default_attention(cuda, cfg.compile)
     if attn == VARLEN_SDPA:
@@ -115,6 +117,7 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
         model = get_peft_model(base, lora)
     except ValueError as err:
         raise TrainError(f"LoRA setup failed (--target-modules {cfg.target_modules!r}): {err}") from err
+    fuse_lora_layers(model)
     return model.to(device).train()
 
 
