@@ -95,9 +95,16 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
     return train(TrainConfig(**settings).check())
 
 
-def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> list[dict[str, Any]]:
+def evaluate(root: Path, plan: Plan, design: str, model, out: Path, num_fewshot: int | None = None) -> dict[str, Any]:
+    """lm-eval of `model` (tuned or not) on the plan's tasks, limit and chat template, in `design`'s prompts."""
     from sde_study.evaluate import run_lm_eval
 
+    return run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": design}, out,
+                       chat_template=plan.chat_template, limit=plan.eval_limit, batch_size=plan.eval_batch_size,
+                       num_fewshot=num_fewshot, include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
+
+
+def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> list[dict[str, Any]]:
     folder = item.folder(root)
     trained_file = folder / TRAINED
     if not trained_file.is_file():
@@ -106,9 +113,7 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) 
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
     with base.adapter(folder / "adapter") as model:
-        scores = run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / "eval",
-                             chat_template=plan.chat_template, limit=plan.eval_limit,
-                             batch_size=plan.eval_batch_size, include_path=plan.include_path(root))
+        scores = evaluate(root, plan, item.design, model, folder / "eval")
     seconds = scores.pop("_seconds")
     return [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
@@ -120,7 +125,6 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) 
 
 def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> list[dict[str, Any]]:
     """Zero-shot and in-context scores (lm-eval, no adapter) and the perplexities of the design's samples."""
-    from sde_study.evaluate import run_lm_eval
     from sde_study.exports import export_dir
     from sde_study.signals import perplexities, sample_rows
     from sde_train.data import load_rows
@@ -128,10 +132,7 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> list[dict[str, 
     folder = item.folder(root)
     rows = []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        scores = run_lm_eval(base.model, plan.model, plan.lm_eval_tasks, {"design": item.design}, folder / signal,
-                             chat_template=plan.chat_template, limit=plan.eval_limit,
-                             batch_size=plan.eval_batch_size, num_fewshot=shots,
-                             include_path=plan.include_path(root))
+        scores = evaluate(root, plan, item.design, base.model, folder / signal, num_fewshot=shots)
         seconds = scores.pop("_seconds")
         rows += [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
                   "eval_limit": plan.eval_limit, "eval_seconds": seconds} for task, metrics in scores.items()]
