@@ -19,3 +19,19 @@ class RecordError(UserError):
 def line_of(raw: bytes, offset: int) -> int:
     """The 1-based line holding byte `offset`: people fix files by line, not by byte."""
     return raw.count(b"\n", 0, offset) + 1
+
+
+def read_user_text(path: Path, what: str, folder_hint: str) -> str:
+    """A user's file as UTF-8 text; a missing file, a folder or bad bytes is a UserError naming the path (and line)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; {folder_hint}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}:{line_of(raw, err.start)}: not UTF-8 text") from None

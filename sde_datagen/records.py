@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sde_datagen.errors import RecordError, UserError, line_of
+from sde_datagen.errors import RecordError, read_user_text
 from sde_datagen.spec import TaskSpec
 
 Targets = dict  # classification: dict[str, str]; extraction: dict[str, list[str]]
@@ -27,18 +27,7 @@ class GoldRecord:
 def read_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[int, dict]]:
     """(1-based line number, object) for every non-blank line; bad JSON names the file and line."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a JSONL {what}") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the {what} ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise RecordError(path, line_of(raw, err.start), "(record)", "not UTF-8 text") from None
+    text = read_user_text(path, what, f"a JSONL {what} belongs here")
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sde_datagen.errors import UserError, line_of
+from sde_datagen.errors import UserError, read_user_text
 
 PUNCTUATION = {  # per language: key/value, between pairs, between spans, at the end; instruction lists and legends
     "zh": {"kv": "：", "pairs": "，", "spans": "、", "end": "。", "list": "、", "legend": "{code}（{text}）"},
@@ -74,18 +74,7 @@ class TaskSpec:
 
 def load_spec_yaml(path: str | Path, domain: str | None = None) -> TaskSpec:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: task spec not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; --task-spec takes a YAML file") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the task spec ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}:{line_of(raw, err.start)}: not UTF-8 text") from None
+    text = read_user_text(path, "task spec", "--task-spec takes a YAML file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

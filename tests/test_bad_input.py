@@ -82,7 +82,7 @@ def test_bad_data_names_file_line_and_field(tmp_path):
     (tmp_path / "list_type" / "test.jsonl").write_bytes(good.encode() + b"\n\xff\xfe\n")
     err = sde("data", "export", "--task", "ed", "--data", str(tmp_path / "list_type"), "--designs", "es-sde",
               "--out", str(tmp_path / "o"))
-    assert err == f"sde: error: {tmp_path / 'list_type' / 'test.jsonl'}:2: field '(record)': not UTF-8 text"
+    assert err == f"sde: error: {tmp_path / 'list_type' / 'test.jsonl'}:2: not UTF-8 text"
     (tmp_path / "list_type" / "test.jsonl").write_text("", encoding="utf-8")
     assert "the test split holds no records" in sde("data", "export", "--task", "ed", "--data", str(tmp_path / "list_type"),
                                                    "--designs", "es-sde", "--out", str(tmp_path / "o"))
