@@ -40,6 +40,7 @@ from sde_tasks.scoring import PARSE_MODE
 TASKS = {"masa": "D1", "ed": None, "ner": None}
 LM_EVAL_TASKS = ("sde_masa_id", "sde_masa_ood", "sde_ed", "sde_ner")
 BAR = 20_000
+REAL_BATCH_SIZES = ("1", "8", "32", "auto")
 
 
 def output_formats(family: str):
@@ -178,12 +179,39 @@ def adapter_swap_main(model: str, count: int, task: str, limit: int) -> int:
     return 0
 
 
+def real_model_docs_per_s(docs: int, max_gen_toks: int, work: Path) -> dict[str, float]:
+    """lm-eval generation documents/s on SmolLM2-135M-Instruct (HF backend, CPU) per batch size."""
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from sde_train.models import fetch_model
+
+    model = fetch_model("smollm2-135m-instruct", work / "smollm2")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tasks = TaskManager(include_path=str(tasks_dir()))
+    rates = {}
+    for batch_size in REAL_BATCH_SIZES:
+        lm = HFLM(pretrained=str(model), device=device, batch_size=batch_size, max_batch_size=64)
+        start = time.perf_counter()
+        simple_evaluate(model=lm, tasks=["sde_masa_id"], limit=docs, task_manager=tasks, log_samples=False,
+                        gen_kwargs=f"max_gen_toks={max_gen_toks}", bootstrap_iters=0)
+        rates[batch_size] = docs / (time.perf_counter() - start)
+        picked = f" (picked {lm.batch_size})" if batch_size == "auto" else ""
+        print(f"batch size {batch_size:>4}{picked}: {rates[batch_size]:6.2f} documents/s", flush=True)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=1000, help="completions parsed per format (test split)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-gen-toks", type=int, default=32)
     parser.add_argument("--skip-lm-eval", action="store_true")
+    parser.add_argument("--real-model", action="store_true", help="also: generation documents/s on SmolLM2")
+    parser.add_argument("--real-docs", type=int, default=32, help="documents per batch size (--real-model)")
+    parser.add_argument("--real-max-gen-toks", type=int, default=128)
     parser.add_argument("--adapter-swap", action="store_true", help="only time evaluating K adapters: the study's "
                         "adapter swap vs reloading the base per cell")
     parser.add_argument("--swap-model", default="tiny", help="tiny, smollm2 or a model folder (default tiny)")
@@ -212,7 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             for task in LM_EVAL_TASKS:
                 per_100[task] = round(lm_eval_seconds(model, task, 100, args.max_gen_toks), 1)
                 print(f"{task:<13} {per_100[task]:>6.1f}s per 100 docs (wall, incl. start-up)")
-    print(json.dumps({"parses_per_s_min": round(slowest[2]), "lm_eval_s_per_100_docs": per_100}))
+    real: dict[str, float] = {}
+    if args.real_model:
+        print(f"\nlm-eval HF backend, SmolLM2-135M-Instruct, sde_masa_id, {args.real_docs} documents, "
+              f"max_gen_toks={args.real_max_gen_toks}")
+        with tempfile.TemporaryDirectory() as tmp:
+            real = real_model_docs_per_s(args.real_docs, args.real_max_gen_toks, Path(tmp))
+    print(json.dumps({"parses_per_s_min": round(slowest[2]), "lm_eval_s_per_100_docs": per_100,
+                      "real_docs_per_s": {k: round(v, 3) for k, v in real.items()}}))
     return 0
 
 
