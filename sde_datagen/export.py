@@ -71,8 +71,10 @@ def read_splits(spec: TaskSpec, data_dir: str | Path, train_size: int | None = N
         train = next((s for s in splits if s.name == "train"), None)
         if train is None:
             raise UserError(f"{data_dir}: --train-size needs a train.jsonl")
-        if not 0 < train_size <= len(train.records):
-            raise UserError(f"--train-size {train_size}: {train.path} has {len(train.records)} records")
+        if train_size < 1:
+            raise UserError(f"--train-size {train_size}: must be at least 1")
+        if train_size > len(train.records):
+            raise UserError(f"--train-size {train_size}: {train.path} has only {len(train.records)} records")
         keep = sorted(random.Random(seed).sample(range(len(train.records)), train_size))
         train.records = [train.records[i] for i in keep]
     return splits

@@ -102,6 +102,9 @@ def build_plan(args: argparse.Namespace):
 
     if args.task_spec and not args.data:
         raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
+    local = args.model.startswith(("/", ".", "~")) or args.model.count("/") > 1  # a Hub id is NAME or ORG/NAME
+    if local and not Path(args.model).expanduser().is_dir():
+        raise UserError(f"--model {args.model}: no such model folder (a local folder, or a Hub id ORG/NAME)")
     for flag in ("eval_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
                  "nproc_per_node", "workers"):
         value = getattr(args, flag)

@@ -124,8 +124,14 @@ def load_yaml(path: str | Path) -> dict:
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise TrainError(f"cannot read config file {path}: {err}") from err
+    except OSError as err:
+        raise TrainError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise TrainError(f"config file {path}: not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise TrainError(f"config file {where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(data, dict):
         raise TrainError(f"config file {path}: expected a mapping of settings, got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

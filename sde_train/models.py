@@ -105,8 +105,11 @@ def fetch_model(name: str, out: str | Path, overwrite: bool = False) -> Path:
         raise TrainError(f"--out {out}: is a file")
     if out.exists() and any(out.iterdir()) and not (overwrite or (out / MARKER).is_file()):
         raise TrainError(f"--out {out}: exists and is not a verified copy of {name}; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise TrainError(f"--out {out}: cannot create the model folder there ({err.strerror})") from None
     try:
         checks = convert(source, tmp)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())

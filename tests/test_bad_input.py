@@ -106,6 +106,24 @@ def test_bad_flags_and_paths(tmp_path):
     assert line == f"sde: error: {rationales}:1: field 'id': 'no-such-id' is no record of the exported splits"
 
 
+def test_study_model_and_config_mistakes(tmp_path):
+    bad_yaml = tmp_path / "train.yaml"
+    bad_yaml.write_text("lr: [1\n", encoding="utf-8")
+    assert sde("train", "--config-file", str(bad_yaml)) == f"sde train: error: config file {bad_yaml}:2: not valid YAML " \
+        "(expected ',' or ']', but got '<stream end>')"
+    study = ["study", "run", "--task", "ner", "--designs", "es-sde", "--out", str(tmp_path / "s")]
+    assert sde(*study, "--model", "m", "--train-config", str(bad_yaml)).startswith(
+        f"sde: error: --train-config: config file {bad_yaml}:2: not valid YAML")
+    assert sde(*study, "--model", str(tmp_path / "no-model")).endswith("no such model folder (a local folder, or a Hub "
+                                                                       "id ORG/NAME)")
+    assert not (tmp_path / "s").exists()
+    assert "must be at least 1" in sde("data", "export", "--task", "ner", "--designs", "es-sde", "--train-size", "-5",
+                                       "--out", str(tmp_path / "e"))
+    (tmp_path / "file").write_text("x")
+    assert "cannot create the model folder there" in sde("models", "get", "smollm2-135m-instruct", "--out",
+                                                         str(tmp_path / "file" / "m"))
+
+
 def test_export_leaves_nothing_behind_follows_the_umask_and_survives_an_offline_push(tmp_path):
     leftover = tmp_path / ".ds.tmp-killed"
     leftover.mkdir()
