@@ -106,7 +106,8 @@ def make_adapters(base: Path, count: int, out: Path) -> list[Path]:
     return paths
 
 
-def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int, out: Path) -> list[dict]:
+def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int, max_gen_toks: int,
+                         out: Path) -> list[dict]:
     """Per cell, wall seconds of loading and of evaluating: (a) the study's BaseModel swapping adapters (its one
     base load counted in the first cell) and (b) a fresh HFLM(pretrained=BASE, peft=ADAPTER), the lm_eval CLI's
     loading; the same evaluation after it. The order of (a) and (b) alternates per cell (no order bias)."""
@@ -119,7 +120,8 @@ def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int
         importlib.import_module(module)  # before timing: imports are paid once per process either way
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shared = BaseModel(str(base))
-    settings = dict(tasks=(task,), metadata={"design": "es-sde"}, chat_template=False, limit=limit, batch_size=8)
+    settings = dict(tasks=(task,), metadata={"design": "es-sde"}, chat_template=False, limit=limit, batch_size=8,
+                    max_gen_toks=max_gen_toks)
 
     def swap(k: int, adapter: Path) -> tuple[float, dict]:
         start = time.perf_counter()
@@ -151,7 +153,7 @@ def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int
     return cells
 
 
-def adapter_swap_main(model: str, count: int, task: str, limit: int) -> int:
+def adapter_swap_main(model: str, count: int, task: str, limit: int, max_gen_toks: int) -> int:
     from sde_train.models import fetch_model
     from sde_train.tiny_model import build_tiny_model, bundled_data_files, iter_jsonl_texts
 
@@ -163,8 +165,9 @@ def adapter_swap_main(model: str, count: int, task: str, limit: int) -> int:
         else:
             base = Path(model)
         adapters = make_adapters(base, count, Path(tmp))
-        print(f"adapter swap vs reload per cell: {model}, {count} LoRA adapters, {task} --limit {limit}")
-        cells = adapter_swap_seconds(base, adapters, task, limit, Path(tmp) / "eval")
+        print(f"adapter swap vs reload per cell: {model}, {count} LoRA adapters, {task} --limit {limit}, "
+              f"max_gen_toks={max_gen_toks}")
+        cells = adapter_swap_seconds(base, adapters, task, limit, max_gen_toks, Path(tmp) / "eval")
     mean = {key: sum(c[key] for c in cells) / count for key in cells[0] if key != "same_metrics"}
     saved = mean["reload_load_s"] - mean["swap_load_s"]
     print(f"mean per cell over {count}: loading (a) {mean['swap_load_s']:.2f}s (one base load shared) vs "
@@ -192,7 +195,11 @@ def real_model_docs_per_s(docs: int, max_gen_toks: int, work: Path) -> dict[str,
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tasks = TaskManager(include_path=str(tasks_dir()))
     rates = {}
-    for batch_size in REAL_BATCH_SIZES:
+    sizes = REAL_BATCH_SIZES if device == "cuda" else tuple(b for b in REAL_BATCH_SIZES if b != "auto")
+    if device != "cuda":
+        print("batch size auto: skipped on CPU (lm-eval sizes it by probing memory with forwards of up to 64 x "
+              "the model's 8192-token context, which on CPU only measures the probe)")
+    for batch_size in sizes:
         lm = HFLM(pretrained=str(model), device=device, batch_size=batch_size, max_batch_size=64)
         start = time.perf_counter()
         simple_evaluate(model=lm, tasks=["sde_masa_id"], limit=docs, task_manager=tasks, log_samples=False,
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swap-limit", type=int, default=8, help="test documents per cell (default 8)")
     args = parser.parse_args(argv)
     if args.adapter_swap:
-        return adapter_swap_main(args.swap_model, args.swap_adapters, args.swap_task, args.swap_limit)
+        return adapter_swap_main(args.swap_model, args.swap_adapters, args.swap_task, args.swap_limit, args.max_gen_toks)
 
     rates = parse_rates(args.docs, args.repeat)
     print(f"{'task':<5} {'format (format-unmentioned-labels-reasoning)':<44} {'parses/s':>10}")
