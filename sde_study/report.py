@@ -203,6 +203,10 @@ def signals_section(rows: list[dict], plan: Plan, task: str, metric: str, plots:
              "|---|---|---|---|---|---|"]
     for d in designs:
         lines.append(f"| `{d}` | {tuned[d]:.4f} | " + " | ".join(f"{values[n][d]:.4f}" for n in SIGNALS) + " |")
+    if len(designs) < len(tuned):
+        lines += ["", f"Signals are complete for {len(designs)} of the {len(tuned)} tuned designs (the others: "
+                  f"`sde study status`); the correlations and the tuned winner below are among those {len(designs)} "
+                  "only."]
     if len(designs) < 2:
         return lines + ["", "Rank correlations need at least two designs with signals and tuned scores.", ""]
     best = max(tuned[d] for d in designs)
