@@ -45,15 +45,13 @@ def worker(args: argparse.Namespace) -> dict:
 
     import sde_train.lora
     import sde_train.trainer
-    from sde_train.trainer import train
 
     if args.worker == "peft-lora":
         sde_train.lora.fuse_lora_layers = lambda model: 0  # build_model imports it at call time
     if not args.profile:
-        s = train(config(args, args.worker))
+        s = sde_train.trainer.train(config(args, args.worker))
         return {"tokens_per_s": s["tokens_per_s"], "tokens": s["tokens"], "final_loss": s["final_loss"]}
     ranges: list = []
-    handles = []
     original_build = sde_train.trainer.build_model
 
     def build_with_ranges(cfg, device):  # a record_function range around every module's forward
@@ -61,14 +59,14 @@ def worker(args: argparse.Namespace) -> dict:
         for path, module in model.named_modules():
             leaf = path.rpartition(".")[2]
             name = f"module::{leaf if leaf in ROLES else type(module).__name__}"
-            handles.append(module.register_forward_pre_hook(
-                lambda m, a, name=name: ranges.append(torch.profiler.record_function(name).__enter__())))
-            handles.append(module.register_forward_hook(lambda m, a, out: ranges.pop().__exit__(None, None, None)))
+            module.register_forward_pre_hook(
+                lambda m, a, name=name: ranges.append(torch.profiler.record_function(name).__enter__()))
+            module.register_forward_hook(lambda m, a, out: ranges.pop().__exit__(None, None, None))
         return model
 
     sde_train.trainer.build_model = build_with_ranges
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        s = train(config(args, args.worker))
+        s = sde_train.trainer.train(config(args, args.worker))
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ops = sorted((e for e in events if not e.key.startswith("module::")), key=lambda e: -e.self_cpu_time_total)

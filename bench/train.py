@@ -62,9 +62,8 @@ def prepare(work: Path, model_name: str) -> tuple[Path, Path]:
     """Export the ES-SDE MASA variant; fetch the real model or build the random-weight one."""
     data = work / "data"
     sde = Path(sys.executable).parent / "sde"
-    if not data.exists():  # the export is written atomically: an existing folder is complete
-        subprocess.run([str(sde), "data", "export", "--task", "masa", "--designs", "es-sde", "--out", str(data)],
-                       check=True, capture_output=True)
+    subprocess.run([str(sde), "data", "export", "--task", "masa", "--designs", "es-sde", "--out", str(data),
+                    "--overwrite"], check=True, capture_output=True)  # always fresh: a kept --work holds no stale rows
     if model_name in REAL:
         from sde_train.models import fetch_model
 
