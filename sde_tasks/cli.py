@@ -80,6 +80,11 @@ def register_score(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
     parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "
                         "target parses (give it for designs that list only present aspects)")
+    parser.add_argument("--ci", action="store_true",
+                        help="add <metric>_ci: the 95%% bootstrap confidence interval of every metric")
+    parser.add_argument("--baseline", type=Path, metavar="B.jsonl",
+                        help="compare FILE with another engine's or model's outputs on the same documents (same "
+                             "targets in the same order): adds 'comparison', one paired test per metric")
     parser.add_argument("file", type=Path, metavar="FILE.jsonl")
     parser.set_defaults(handler=run_score)
 
@@ -100,12 +105,46 @@ def read_rows(path: Path) -> tuple[list[str], list[str], list[int]]:
 
 
 def run_score(args: argparse.Namespace, extra: list[str]) -> int:
-    from sde_tasks.scoring import GoldTextError, score_texts
+    from sde_tasks.scoring import aggregate, doc_stats
 
-    predictions, targets, numbers = read_rows(args.file)
-    try:
-        result = score_texts(args.task or args.task_spec, args.design, predictions, targets, args.domain)
-    except GoldTextError as err:
-        raise RecordError(args.file, numbers[err.row - 1], "target", err.reason) from None
+    task = args.task or args.task_spec
+    spec, items = _scored(args.file, task, args.design, args.domain)
+    result: dict = {**aggregate(items, spec), "n": len(items)}
+    if args.ci or args.baseline:
+        from sde_tasks import significance
+
+        stats = doc_stats(items, spec)
+    if args.ci:
+        for metric, (lo, hi) in significance.confidence_intervals([stats]).items():
+            result[f"{metric}_ci"] = [lo, hi]
+    if args.baseline:
+        _same_targets(args.file, args.baseline)
+        base_spec, base_items = _scored(args.baseline, task, args.design, args.domain)
+        result["comparison"] = [c.as_json() for c in
+                                significance.compare_runs([stats], [doc_stats(base_items, base_spec)])]
     print(json.dumps(result, ensure_ascii=False))
     return 0
+
+
+def _scored(path: Path, task: str, design: str, domain: str | None):
+    """The task spec and per-document items of one outputs file; a gold text that does not parse names its line."""
+    from sde_tasks.scoring import GoldTextError, score_items
+
+    predictions, targets, numbers = read_rows(path)
+    try:
+        return score_items(task, design, predictions, targets, domain)
+    except GoldTextError as err:
+        raise RecordError(path, numbers[err.row - 1], "target", err.reason) from None
+
+
+def _same_targets(path: Path, baseline: Path) -> None:
+    """Refuse a comparison of outputs on different documents, naming the first row where they part."""
+    _, mine, my_lines = read_rows(path)
+    _, theirs, their_lines = read_rows(baseline)
+    for row, (a, b) in enumerate(zip(mine, theirs), start=1):
+        if a != b:
+            raise UserError(f"{path}:{my_lines[row - 1]} and {baseline}:{their_lines[row - 1]}: the targets differ "
+                            f"(row {row}); --baseline needs outputs on the same documents in the same order")
+    if len(mine) != len(theirs):
+        raise UserError(f"{path} has {len(mine)} rows, {baseline} has {len(theirs)}; --baseline needs outputs on the "
+                        "same documents in the same order")

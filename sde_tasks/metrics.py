@@ -31,6 +31,8 @@ from difflib import SequenceMatcher
 from functools import partial
 from typing import NamedTuple
 
+import numpy as np
+
 # Class order of the kappa matrix (rows gold, columns predicted) and the paper's agreement weights.
 KAPPA_LABELS: tuple[str, ...] = ("positive", "neutral", "negative", "unmentioned")
 KAPPA_WEIGHTS: tuple[tuple[float, ...], ...] = (
@@ -77,21 +79,28 @@ def confusion_matrix(items: Iterable[Sequence[Pair]], labels: Sequence[str] = KA
 
 def weighted_kappa(matrix: Sequence[Sequence[float]],
                    weights: Sequence[Sequence[float]] = KAPPA_WEIGHTS) -> float:
-    """kappa = (p_o - p_e) / (1 - p_e) with agreement weights W (SDE.md).
+    """kappa = (p_o - p_e) / (1 - p_e) with agreement weights W (SDE.md), of one confusion matrix."""
+    return float(kappa_of_matrices(np.asarray(matrix, dtype=float), weights))
 
-    p_e = 1 only when gold and predictions are all one same class, i.e. perfect agreement: 1.0.
+
+def kappa_of_matrices(matrices: np.ndarray, weights: Sequence[Sequence[float]] = KAPPA_WEIGHTS) -> np.ndarray:
+    """Weighted kappa of each matrix in a stack (..., k, k): the one implementation, for one corpus or many resamples.
+
+    p_e = 1 only when gold and predictions are all one same class, i.e. perfect agreement: 1.0. The
+    sums run cell by cell in a fixed order, so a stack of one gives the same float as any other caller.
     """
-    k = len(matrix)
-    n = sum(sum(row) for row in matrix)
-    if n == 0:
-        return 0.0
-    rows = [sum(row) for row in matrix]
-    cols = [sum(matrix[i][j] for i in range(k)) for j in range(k)]
-    p_o = sum(weights[i][j] * matrix[i][j] for i in range(k) for j in range(k)) / n
-    p_e = sum(weights[i][j] * rows[i] * cols[j] for i in range(k) for j in range(k)) / (n * n)
-    if p_e >= 1.0:
-        return 1.0
-    return (p_o - p_e) / (1.0 - p_e)
+    k = matrices.shape[-1]
+    n = matrices.sum(axis=(-2, -1))
+    rows, cols = matrices.sum(axis=-1), matrices.sum(axis=-2)
+    p_o = p_e = np.zeros(matrices.shape[:-2])
+    for i in range(k):
+        for j in range(k):
+            p_o = p_o + weights[i][j] * matrices[..., i, j]
+            p_e = p_e + weights[i][j] * rows[..., i] * cols[..., j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_o, p_e = p_o / n, p_e / (n * n)
+        value = (p_o - p_e) / (1.0 - p_e)
+    return np.where(n == 0, 0.0, np.where(p_e >= 1.0, 1.0, value))
 
 
 def kappa_weights(labels: Sequence[str]) -> tuple[tuple[float, ...], ...]:
@@ -185,10 +194,15 @@ def _summed(items: Iterable[Sequence[int]]) -> Counts:
 
 def prf(counts: Counts) -> tuple[float, float, float]:
     """Micro precision, recall and F1 from summed counts (0.0 where undefined, as the paper)."""
-    tp, fp, fn = counts
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return tuple(float(v) for v in prf_arrays(*(np.asarray(c, dtype=float) for c in counts)))
+
+
+def prf_arrays(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro precision, recall and F1 of summed counts, elementwise: one corpus or many resamples."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     return p, r, f1
 
 

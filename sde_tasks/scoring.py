@@ -23,6 +23,7 @@ from sde_datagen.errors import UserError
 from sde_datagen.spec import TaskSpec, load_spec_yaml
 from sde_datagen.tasks import load_task
 from sde_tasks import metrics as m
+from sde_tasks.docstats import DocStats, from_items
 
 TASKS = ("masa", "ed", "ner")
 # The paper's counting rule of each built-in extraction task; a user's extraction task uses the
@@ -138,6 +139,13 @@ def score_texts(
     `task` is a built-in task or the path of a user's YAML task spec. The scoring function of
     `sde score` (targets = the gold completions). An unreadable target raises GoldTextError naming its 1-based row.
     """
+    spec, items = score_items(task, design, predictions, targets, domain)
+    return {**aggregate(items, spec), "n": len(items)}
+
+
+def score_items(task: str, design: str, predictions: Iterable[str], targets: Iterable[str],
+                domain: str | None = None) -> tuple[TaskSpec, list[dict[str, Any]]]:
+    """The task's spec and the per-document metric items of model outputs (see `score_texts`)."""
     spec = task_spec(task)
     resolved = resolve_design(design, spec.family)
     items = []
@@ -147,7 +155,12 @@ def score_texts(
         except ValueError as err:
             raise GoldTextError(row, str(err)) from None
         items.append(doc_items(codec.spec, gold.targets, codec.parse(prediction, PARSE_MODE)))
-    return {**aggregate(items, spec), "n": len(items)}
+    return spec, items
+
+
+def doc_stats(items: Sequence[Mapping[str, Any]], spec: TaskSpec) -> DocStats:
+    """Per-document statistics of items, with a classification task's own label order."""
+    return from_items(items, spec.label_ids if spec.labels else m.KAPPA_LABELS)
 
 
 def _pairs(predictions: Iterable[str], targets: Iterable[str]) -> Iterable[tuple[str, str]]:

@@ -1,0 +1,179 @@
+"""Confidence intervals, paired tests, Holm's correction and power, by bootstrap over documents (and seeds).
+
+Two noises separate designs' scores: which test documents were scored, and which training run
+(seed) produced the adapter. Every design of a study is scored on the same documents, so two runs
+are compared *paired*: each resample draws one set of documents (the same weights for both runs),
+which removes most of the document noise from their difference (Koehn 2004; Miller 2024, "Adding
+Error Bars to Evals"). With several seeds a resample also draws seeds, with replacement, per run
+(two-level bootstrap), so that both noises are in the interval. The resampling seed is fixed, so a
+report or a board built twice prints the same intervals.
+
+Intervals are percentile intervals; a paired p-value is the two-sided bootstrap p-value of the
+difference, 2 x min(P*(Δ ≤ 0), P*(Δ ≥ 0)), which rejects at α exactly when the (1 - α) interval
+leaves out 0. Verdicts are "better", "worse" or "not distinguishable" at α.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from sde_tasks.docstats import DocStats
+
+RESAMPLES = 10_000
+SEED = 20_241_105  # fixed: reports and the board are reproducible
+ALPHA = 0.05
+POWER = 0.80
+CHUNK = 2_000  # resamples per matrix product: bounds memory at CHUNK x documents weights
+BETTER, WORSE, TIED = "better", "worse", "not distinguishable"
+
+
+def doc_weights(n_docs: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n_docs) draw counts: each row a bootstrap sample of n_docs documents with replacement."""
+    drawn = rng.integers(0, n_docs, size=(resamples, n_docs))
+    drawn += np.arange(resamples)[:, None] * n_docs
+    return np.bincount(drawn.ravel(), minlength=resamples * n_docs).reshape(resamples, n_docs).astype(float)
+
+
+def replicates(runs: Mapping[str, Sequence[DocStats]], resamples: int = RESAMPLES, seed: int = SEED,
+               seeds_too: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Bootstrap replicates of every metric of every group of runs: group -> metric -> (resamples,).
+
+    A group is one design's runs (one per seed) on the same documents as every other group. Each
+    resample draws documents once for all groups (paired), then, when `seeds_too` and a group has
+    several runs, draws that many of its runs with replacement and averages them.
+    """
+    n_docs = _same_docs(runs)
+    rng = np.random.default_rng(seed)
+    per_run: dict[str, list[dict[str, list[np.ndarray]]]] = {g: [{} for _ in rs] for g, rs in runs.items()}
+    for start in range(0, resamples, CHUNK):
+        weights = doc_weights(n_docs, min(CHUNK, resamples - start), rng)
+        for group, group_runs in runs.items():
+            for found, run in zip(per_run[group], group_runs):
+                for metric, values in run.resampled(weights).items():
+                    found.setdefault(metric, []).append(values)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for group, found in per_run.items():
+        stacked = {metric: np.stack([np.concatenate(r[metric]) for r in found]) for metric in found[0]}  # (runs, B)
+        k = len(found)
+        if seeds_too and k > 1:
+            picks = rng.integers(0, k, size=(resamples, k))
+            columns = np.arange(resamples)[:, None]
+            out[group] = {metric: v[picks, columns].mean(axis=1) for metric, v in stacked.items()}
+        else:
+            out[group] = {metric: v.mean(axis=0) for metric, v in stacked.items()}
+    return out
+
+
+def point(runs: Sequence[DocStats]) -> dict[str, float]:
+    """Each metric's mean over runs (seeds) of its corpus value."""
+    values = [r.corpus() for r in runs]
+    return {metric: float(np.mean([v[metric] for v in values])) for metric in values[0]}
+
+
+def interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    """The percentile (1 - alpha) interval of bootstrap replicates."""
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def p_value(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a paired difference: how often the replicates reach the other side of 0."""
+    return float(min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))))
+
+
+def verdict(delta: float, p: float, alpha: float = ALPHA) -> str:
+    if p < alpha and delta != 0:
+        return BETTER if delta > 0 else WORSE
+    return TIED
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One metric of run(s) A against run(s) B on the same documents. `delta` and verdicts are oriented
+    so that "better" means better for the metric (lower for the format-error rate)."""
+
+    metric: str
+    value: float
+    baseline: float
+    delta: float
+    ci: tuple[float, float]
+    p: float
+    verdict: str
+    se: float  # bootstrap standard error of the difference, for power
+
+    def as_json(self) -> dict:
+        return {"metric": self.metric, "value": self.value, "baseline": self.baseline, "delta": self.delta,
+                "ci": list(self.ci), "p": self.p, "verdict": self.verdict}
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "format_error_rate"
+
+
+def compare(value: float, baseline: float, a: np.ndarray, b: np.ndarray, metric: str,
+            alpha: float = ALPHA) -> Comparison:
+    """A's point value and replicates against B's, paired (the replicates share their document draws)."""
+    deltas = a - b
+    p = p_value(deltas)
+    delta = value - baseline
+    oriented = delta if higher_is_better(metric) else -delta
+    return Comparison(metric, value, baseline, delta, interval(deltas, alpha), p, verdict(oriented, p, alpha),
+                      float(np.std(deltas, ddof=1)))
+
+
+def compare_runs(a: Sequence[DocStats], b: Sequence[DocStats], resamples: int = RESAMPLES,
+                 seed: int = SEED) -> list[Comparison]:
+    """Every metric of A against B (each a list of runs over seeds, on the same documents)."""
+    reps = replicates({"a": a, "b": b}, resamples, seed)
+    value, baseline = point(a), point(b)
+    return [compare(value[metric], baseline[metric], reps["a"][metric], reps["b"][metric], metric)
+            for metric in value]
+
+
+def confidence_intervals(runs: Sequence[DocStats], resamples: int = RESAMPLES, seed: int = SEED,
+                         alpha: float = ALPHA) -> dict[str, tuple[float, float]]:
+    """The (1 - alpha) interval of each metric of one run, or of the mean over several seeds."""
+    reps = replicates({"run": runs}, resamples, seed)["run"]
+    return {metric: interval(values, alpha) for metric, values in reps.items()}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (reject where adjusted p < alpha)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def detectable(se: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true difference a two-sided test at alpha detects with `power`, given the difference's SE."""
+    z = NormalDist().inv_cdf
+    return (z(1 - alpha / 2) + z(power)) * se
+
+
+def documents_needed(lead: float, se: float, n_docs: int, seed_variance: float = 0.0, n_seeds: int = 1,
+                     alpha: float = ALPHA, power: float = POWER) -> float:
+    """Test documents at which a true difference of `lead` would be detected with `power`, at `n_seeds` seeds.
+
+    Model: Var(Δ) = doc_var / docs + seed_var / seeds, with doc_var from the document bootstrap
+    (se² x n_docs); inf when the seed noise alone is too large for any number of documents.
+    """
+    target = (abs(lead) / detectable(1.0, alpha, power)) ** 2
+    room = target - seed_variance / n_seeds
+    return float("inf") if lead == 0 or room <= 0 else se * se * n_docs / room
+
+
+def _same_docs(runs: Mapping[str, Sequence[DocStats]]) -> int:
+    sizes = {r.n_docs for rs in runs.values() for r in rs}
+    if not sizes:
+        raise ValueError("no runs")
+    if len(sizes) > 1:
+        raise ValueError(f"runs are scored on different numbers of documents ({sorted(sizes)}); paired "
+                         "comparisons need the same documents")
+    return sizes.pop()
