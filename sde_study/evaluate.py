@@ -13,8 +13,12 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
+
+from sde_tasks.docstats import DocStats
 
 
 class BaseModel:
@@ -34,7 +38,7 @@ class BaseModel:
             self._model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         return self._model
 
-    @property
+    @cached_property
     def tokenizer(self):
         from transformers import AutoTokenizer
 
@@ -42,7 +46,11 @@ class BaseModel:
 
     @contextlib.contextmanager
     def adapter(self, path: Path | None) -> Iterator[Any]:
-        """The base model with the adapter at `path` injected (or the base itself for None)."""
+        """The base model with the adapter at `path` injected (or the base itself for None).
+
+        PEFT injects LoRA layers into the base model's own modules, so on exit `unload()` takes them
+        out again and the stripped model it returns becomes this object's base model.
+        """
         if path is None:
             yield self.model
             return
@@ -55,12 +63,24 @@ class BaseModel:
             self._model = tuned.unload()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What one lm-eval run gave: each task's metrics (and `n_docs`), its per-document statistics,
+    its wall time, and the folder holding lm-eval's results and logged samples."""
+
+    scores: dict[str, dict[str, Any]]
+    doc_stats: dict[str, DocStats]
+    seconds: float
+    logs: Path
+
+
 def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
                 chat_template: bool, limit: int | None, batch_size: int, num_fewshot: int | None = None,
-                include_path: str | None = None, max_gen_toks: int | None = None) -> dict[str, Any]:
+                include_path: str | None = None, max_gen_toks: int | None = None,
+                labels: tuple[str, ...] | None = None) -> Evaluation:
     """Evaluate `model` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
 
-    Returns {task: {metric: value, ..., "n_docs": N}} and the wall seconds under "_seconds".
+    `labels`: a classification task's label order, for its per-document statistics (default MASA's).
     """
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
@@ -95,16 +115,20 @@ def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: di
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     scores = {task: metrics_of(results, task) for task in tasks}
-    scores["_seconds"] = seconds
-    return scores
+    stats = {task: logged_doc_stats(samples[task], labels) for task in tasks}
+    return Evaluation(scores, stats, seconds, out)
+
+
+def logged_doc_stats(samples: list[dict[str, Any]], labels: tuple[str, ...] | None) -> DocStats:
+    """Per-document statistics from the items lm-eval logged beside each output, in document order."""
+    from sde_tasks.docstats import from_items
+    from sde_tasks.metrics import KAPPA_LABELS
+
+    return from_items(sorted(samples, key=lambda s: s["doc_id"]), labels or KAPPA_LABELS)
 
 
 def metrics_of(results: dict[str, Any], task: str) -> dict[str, Any]:
     """The task's metrics (lm-eval keys `metric,none`, without stderr) and how many documents were scored."""
-    found = {}
-    for key, value in results["results"][task].items():
-        metric, _, filter_name = key.rpartition(",")
-        if filter_name == "none" and not metric.endswith("_stderr"):
-            found[metric] = value
-    found["n_docs"] = results["n-samples"][task]["effective"]
-    return found
+    from sde_tasks.board.store import metric_values
+
+    return {**metric_values(results["results"][task]), "n_docs": results["n-samples"][task]["effective"]}

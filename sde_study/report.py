@@ -1,7 +1,10 @@
-"""`sde study report DIR`: REPORT.md and plots/*.png from results.jsonl.
+"""`sde study report DIR`: REPORT.md and plots/*.png from results.jsonl and docstats.jsonl.
 
-Scores are the task's headline metric (MASA: kappa; extraction: F1) as mean ± std over seeds. The
-one-factor effects compare each design with `paper-base` seed by seed; the PE section ranks the
+Three steps, each a function of its own: `summarise` aggregates the rows once (each design's score
+with its 95% interval, each one-factor effect as a paired test against paper-base with Holm's
+correction, the recommended design with the designs tied with it, the power line), the `*_lines`
+functions format that summary, and the `plot_*` functions draw it. Intervals resample test
+documents and, with several seeds, seeds too (`sde_tasks.significance`); the PE section ranks the
 designs by each signal of the untuned model and correlates that ranking with the tuned one.
 """
 from __future__ import annotations
@@ -9,16 +12,21 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sde_datagen.design import AXES, PRESETS
 from sde_study.plan import Plan, write_atomic
+from sde_tasks import significance as sig
 
 REPORT_NAME = "REPORT.md"
 PLOTS_DIR = "plots"
 BASE = PRESETS["paper-base"].id
 PRESET_IDS = {d.id: name for name, d in PRESETS.items()}
+ERRORS = "format_error_rate"
 # signal -> (higher is better, axis label)
 SIGNALS = {
     "zero-shot": (True, "zero-shot score"),
@@ -32,25 +40,8 @@ def headline(row: dict[str, Any]) -> str:
     return "kappa" if "kappa" in row else "f1"
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
-
-
-def fmt(mean: float, std: float) -> str:
-    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
-
-
-def tuned_scores(rows: list[dict], task: str, metric: str) -> dict[str, dict[int, float]]:
-    """design -> seed -> metric of the tuned cells on one lm-eval task."""
-    found: dict[str, dict[int, float]] = {}
-    for r in rows:
-        if r["kind"] == "tuned" and r["task"] == task:
-            found.setdefault(r["design"], {})[r["seed"]] = r[metric]
-    return found
-
-
 def short(design: str) -> str:
-    """`axis=option` for a one-factor change of paper-base; the variant id otherwise."""
+    """`axis=option` for a one-factor change of paper-base; the preset name or the variant id otherwise."""
     if design == BASE:
         return "paper-base"
     if design in PRESET_IDS:
@@ -59,99 +50,293 @@ def short(design: str) -> str:
     return changed[0] if len(changed) == 1 else design
 
 
-def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
-    import matplotlib
+# ------------------------------------------------------------------------------------------------ aggregate
 
-    matplotlib.use("Agg")
-    plots = root / PLOTS_DIR
-    plots.mkdir(exist_ok=True)
-    tasks = plan.lm_eval_tasks
-    some = next((r for r in rows if r["kind"] == "tuned"), None)
-    if some is None:
+@dataclass(frozen=True)
+class Score:
+    """One design on one task: the mean over seeds of a metric, its 95% interval (None without
+    per-document statistics) and the seeds' values."""
+
+    value: float
+    ci: tuple[float, float] | None
+    per_seed: dict[int, float]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A design against paper-base on one task: the paired comparison, Holm-adjusted."""
+
+    design: str
+    task: str
+    comparison: sig.Comparison | None  # None without per-document statistics
+    holm_p: float
+    verdict: str
+    seed_deltas: list[float]
+
+
+@dataclass
+class Summary:
+    """Everything REPORT.md says, computed once."""
+
+    metric: str
+    tasks: tuple[str, ...]
+    scores: dict[tuple[str, str, str], Score] = field(default_factory=dict)  # (design, task, metric)
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    effects: list[Effect] = field(default_factory=list)
+    best: str = ""
+    versus_best: dict[str, sig.Comparison] = field(default_factory=dict)  # other design -> best vs it
+    power: list[str] = field(default_factory=list)
+    n_docs: int | None = None
+
+
+def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_size: int | None) -> Summary:
+    """Aggregate the tuned rows once: scores with intervals, effects, the recommendation, the power line."""
+    tuned = [r for r in rows if r["kind"] == "tuned"]
+    summary = Summary(headline(tuned[0]), plan.lm_eval_tasks)
+    for r in tuned:
+        if r["task"] == summary.tasks[0]:
+            summary.losses.setdefault(r["design"], []).append(r["final_loss"])
+    for task in summary.tasks:
+        mine = [r for r in tuned if r["task"] == task]
+        runs = _runs(mine, doc_stats)
+        reps = sig.replicates(runs) if runs else {}
+        for design in dict.fromkeys(r["design"] for r in mine):
+            for metric in (summary.metric, ERRORS):
+                per_seed = {r["seed"]: r[metric] for r in mine if r["design"] == design}
+                ci = sig.interval(reps[design][metric]) if design in reps else None
+                summary.scores[(design, task, metric)] = Score(statistics.fmean(per_seed.values()), ci, per_seed)
+        summary.effects += _effects(summary, task, reps)
+        if task == summary.tasks[0]:
+            summary.n_docs = next(iter(runs.values()))[0].n_docs if runs else None
+            _recommend(summary, task, runs, reps, test_size, len(plan.seeds))
+    return summary
+
+
+def _runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:
+    """design -> its runs' per-document statistics, by seed; {} unless every row has them on the same documents."""
+    runs: dict[str, list] = {}
+    for r in sorted(rows, key=lambda r: (r["design"], r["seed"])):
+        stats = doc_stats.get(("tuned", r["design"], r["seed"], None, r["task"]))
+        if stats is None:
+            return {}
+        runs.setdefault(r["design"], []).append(stats)
+    sizes = {s.n_docs for group in runs.values() for s in group}
+    return runs if len(sizes) == 1 else {}
+
+
+def _effects(summary: Summary, task: str, reps: dict) -> list[Effect]:
+    """Each design other than paper-base (a one-factor change or a preset) against it, Holm over the task's effects."""
+    metric = summary.metric
+    base = summary.scores.get((BASE, task, metric))
+    if base is None:
+        return []
+    found = []
+    for (design, t, m), score in summary.scores.items():
+        if t != task or m != metric or design == BASE or short(design) == design:
+            continue
+        comparison = (sig.compare(score.value, base.value, reps[design][metric], reps[BASE][metric], metric)
+                      if design in reps else None)
+        deltas = [score.per_seed[s] - base.per_seed[s] for s in sorted(score.per_seed) if s in base.per_seed]
+        found.append((design, comparison, deltas))
+    adjusted = sig.holm([c.p for _, c, _ in found if c is not None])
+    effects, k = [], 0
+    for design, comparison, deltas in found:
+        holm_p, verdict = float("nan"), "—"
+        if comparison is not None:
+            holm_p, k = adjusted[k], k + 1
+            verdict = sig.verdict(comparison.delta, holm_p)
+        effects.append(Effect(design, task, comparison, holm_p, verdict, deltas))
+    return effects
+
+
+def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: int | None, n_seeds: int) -> None:
+    """The best design by its mean, each other design compared with it (paired), and the power line."""
+    metric = summary.metric
+    means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
+    ranked = sorted(means, key=lambda d: -means[d])
+    summary.best = ranked[0]
+    if not reps or len(ranked) < 2:
+        return
+    for other in ranked[1:]:
+        summary.versus_best[other] = sig.compare(means[summary.best], means[other], reps[summary.best][metric],
+                                                 reps[other][metric], metric)
+    ses = [e.comparison.se for e in summary.effects if e.task == task and e.comparison is not None]
+    se = statistics.median(ses or [c.se for c in summary.versus_best.values()])
+    summary.power.append(
+        f"Power: with {summary.n_docs} test documents and {n_seeds} seed(s), this study detects a true difference of "
+        f"{sig.detectable(se):.4f} {metric} (80% power, α 0.05, from the median standard error of its paired "
+        "differences)." if se > 0 else "Power: not measurable: no paired difference varies across resamples.")
+    runner_up = ranked[1]
+    lead = summary.versus_best[runner_up]
+    if lead.delta == 0:
+        summary.power.append(f"`{short(summary.best)}` and `{short(runner_up)}` score the same: no lead to resolve.")
+        return
+    docs_only = sig.replicates({d: runs[d] for d in (summary.best, runner_up)}, seeds_too=False)
+    se_docs = float(np.std(docs_only[summary.best][metric] - docs_only[runner_up][metric], ddof=1))
+    seed_var = max(lead.se ** 2 - se_docs ** 2, 0.0) * n_seeds
+    needed = sig.documents_needed(lead.delta, se_docs, summary.n_docs, seed_var, n_seeds)
+    size = f" (the test set has {test_size})" if test_size else ""
+    words = (f"no number of test documents would, at {n_seeds} seed(s): the seed noise alone is larger"
+             if math.isinf(needed) else f"about {math.ceil(needed):,} test documents at {n_seeds} seed(s){size}")
+    seeds_words = ("one seed cannot measure the seed noise: add seeds (`--seeds 0,1,2 --extend`)" if n_seeds < 2 else
+                   f"{_seeds_needed(lead, se_docs, seed_var)} at {summary.n_docs} documents")
+    summary.power.append(f"To resolve the observed lead of `{short(summary.best)}` over `{short(runner_up)}` "
+                         f"({lead.delta:+.4f}) with 80% power: {words}; seeds: {seeds_words}.")
+
+
+def _seeds_needed(lead: sig.Comparison, se_docs: float, seed_var: float) -> str:
+    room = (abs(lead.delta) / sig.detectable(1.0)) ** 2 - se_docs ** 2
+    if lead.delta == 0 or room <= 0:
+        return "no number of seeds would (the document noise alone is larger)"
+    return f"about {max(1, math.ceil(seed_var / room))} seed(s)"
+
+
+# --------------------------------------------------------------------------------------------------- format
+
+def fmt_ci(score: Score | None) -> str:
+    if score is None:
+        return "—"
+    if score.ci is None:
+        return f"{score.value:.4f}"
+    return f"{score.value:.4f} [{score.ci[0]:.4f}, {score.ci[1]:.4f}]"
+
+
+def header_lines(plan: Plan, summary: Summary) -> list[str]:
+    limit = f"first {plan.eval_limit} test documents" if plan.eval_limit else "full test sets"
+    return [f"# Design study: {plan.task} on `{plan.model}`", "",
+            f"{len(plan.designs)} designs x seeds {plan.seeds}; {plan.train_size} training samples; evaluation on the "
+            f"{limit}; chat template: {'yes' if plan.chat_template else 'no'}; training settings: "
+            f"{plan.train or 'defaults (LoRA r 8, 1 epoch, batch 4, lr 1e-4)'}. Headline metric: `{summary.metric}`, "
+            "the mean over seeds with its 95% bootstrap interval [low, high] (test documents resampled, paired "
+            f"across designs, and seeds too where there are several; {sig.RESAMPLES:,} resamples, seed {sig.SEED}).", ""]
+
+
+def design_lines(plan: Plan, summary: Summary) -> list[str]:
+    tasks, metric = summary.tasks, summary.metric
+    head = "| design | " + " | ".join(f"{t} {metric} | {t} format errors" for t in tasks) + " | final loss | seeds |"
+    lines = ["## Designs", "", head, "|---" * (2 * len(tasks) + 3) + "|"]
+    for design in plan.designs:
+        cells = [fmt_ci(summary.scores.get((design, t, m))) for t in tasks for m in (metric, ERRORS)]
+        losses = summary.losses.get(design, [])
+        loss = "—" if not losses else f"{statistics.fmean(losses):.4f}" + (
+            f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else "")
+        name = f"`{design}`" + (f" ({short(design)})" if short(design) != design else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {loss} | {len(losses)} |")
+    return lines + ["", f"![designs]({PLOTS_DIR}/designs.png)", ""]
+
+
+def effect_lines(summary: Summary, has_base: bool) -> list[str]:
+    if not has_base:
+        return ["## One-factor effects", "", f"Not computed: `paper-base` ({BASE}) is not among the designs.", ""]
+    metric = summary.metric
+    lines = ["## One-factor effects (against paper-base)", "",
+             f"Paired on the same test documents; p: paired bootstrap; Holm p: adjusted over the effects of each task; "
+             f"verdict at α 0.05 on the Holm p. Seeds agreeing: seeds whose own Δ has the sign of the mean.", "",
+             f"| change | task | Δ{metric} | 95% CI | p | Holm p | verdict | seeds agreeing |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in summary.effects:
+        mean = statistics.fmean(e.seed_deltas) if e.seed_deltas else float("nan")
+        agree = sum(1 for d in e.seed_deltas if d != 0 and math.copysign(1, d) == math.copysign(1, mean))
+        c = e.comparison
+        stats = (f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {e.holm_p:.4f}" if c is not None
+                 else f"{mean:+.4f} | — | — | —")
+        lines.append(f"| {short(e.design)} | {e.task} | {stats} | {e.verdict} | {agree}/{len(e.seed_deltas)} |")
+    if summary.effects:
+        lines += ["", f"![one-factor effects]({PLOTS_DIR}/effects.png)"]
+    return lines + [""]
+
+
+def recommendation_lines(summary: Summary) -> list[str]:
+    task, metric, best = summary.tasks[0], summary.metric, summary.best
+    lines = ["## Recommended design", "",
+             f"**`{best}`** ({short(best)}): {metric} {fmt_ci(summary.scores[(best, task, metric)])} on {task}."]
+    if not summary.versus_best:
+        if sum(1 for (_, t, m) in summary.scores if t == task and m == metric) > 1:
+            lines.append("No interval: the study has no per-document statistics (`docstats.jsonl`); rerun "
+                         "`sde study report` on a study folder made by this version.")
+        return lines + [""]
+    tied = [d for d, c in summary.versus_best.items() if c.verdict != sig.BETTER]
+    if tied:
+        lines.append(f"Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
+                     + ", ".join(f"`{short(d)}` (Δ {summary.versus_best[d].delta:+.4f}, p "
+                                 f"{summary.versus_best[d].p:.3f})" for d in tied) + ".")
+    else:
+        lines.append("It is better than every other design of the study (paired, α 0.05).")
+    return lines + ["", *summary.power, ""]
+
+
+def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
+    from sde_study.results import load_doc_stats
+
+    if not any(r["kind"] == "tuned" for r in rows):
         from sde_datagen.errors import UserError
 
         raise UserError(f"{root}: no finished cell yet (see `sde study status {root}`)")
-    metric = headline(some)
-    limit = f"first {plan.eval_limit} test documents" if plan.eval_limit else "full test sets"
-    lines = [f"# Design study: {plan.task} on `{plan.model}`", "",
-             f"{len(plan.designs)} designs x seeds {plan.seeds}; {plan.train_size} training samples; evaluation on the "
-             f"{limit}; chat template: {'yes' if plan.chat_template else 'no'}; training settings: "
-             f"{plan.train or 'defaults (LoRA r 8, 1 epoch, batch 4, lr 1e-4)'}. Headline metric: `{metric}` "
-             "(mean ± std over seeds).", ""]
-    lines += design_table(rows, plan, tasks, metric, plots)
-    lines += effects_section(rows, plan, tasks, metric, plots)
-    lines += recommendation(rows, plan, tasks[0], metric)
+    summary = summarise(rows, plan, load_doc_stats(root), test_set_size(plan))
+    plots = root / PLOTS_DIR
+    plots.mkdir(exist_ok=True)
+    lines = header_lines(plan, summary) + design_lines(plan, summary)
+    lines += effect_lines(summary, BASE in plan.designs) + recommendation_lines(summary)
+    plot_designs(summary, plots / "designs.png")
+    if summary.effects:
+        plot_effects(summary, plots / "effects.png")
     if plan.analysis:
-        lines += signals_section(rows, plan, tasks[0], metric, plots)
+        lines += signals_section(rows, plan, summary, plots)
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
-def design_table(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: str, plots: Path) -> list[str]:
-    head = "| design | " + " | ".join(f"{t} {metric} | {t} format errors" for t in tasks) + " | final loss | seeds |"
-    lines = ["## Designs", "", head, "|---" * (2 * len(tasks) + 3) + "|"]
-    for design in plan.designs:
-        cells = []
-        for task in tasks:
-            mine = [r for r in rows if r["kind"] == "tuned" and r["task"] == task and r["design"] == design]
-            if not mine:
-                cells += ["—", "—"]
-                continue
-            cells += [fmt(*mean_std([r[metric] for r in mine])), fmt(*mean_std([r["format_error_rate"] for r in mine]))]
-        mine = [r for r in rows if r["kind"] == "tuned" and r["task"] == tasks[0] and r["design"] == design]
-        loss = fmt(*mean_std([r["final_loss"] for r in mine])) if mine else "—"
-        name = f"`{design}`" + (f" ({short(design)})" if short(design) != design else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {loss} | {len(mine)} |")
-    scores = {task: {short(d): mean_std(list(s.values())) for d, s in tuned_scores(rows, task, metric).items()}
-              for task in tasks}
-    bar_plot(scores, f"{metric} (tuned)", plots / "designs.png")
-    return lines + ["", f"![designs]({PLOTS_DIR}/designs.png)", ""]
+def test_set_size(plan: Plan) -> int | None:
+    """How many documents the task's test split holds (None where it cannot be read)."""
+    from sde_datagen.data import bundled_dir
+    from sde_tasks.scoring import task_spec
+
+    spec = task_spec(plan.task_spec or plan.task)
+    folder = Path(plan.data) if plan.data else (bundled_dir(plan.task) if not plan.task_spec else None)
+    path = folder / f"{spec.splits['test']}.jsonl" if folder else None
+    try:
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path else None
+    except OSError:
+        return None
 
 
-def effects_section(rows: list[dict], plan: Plan, tasks: tuple[str, ...], metric: str, plots: Path) -> list[str]:
-    """Each one-factor change against paper-base: mean change, std over seeds, seeds agreeing on its sign."""
-    if BASE not in plan.designs:
-        return ["## One-factor effects", "", f"Not computed: `paper-base` ({BASE}) is not among the designs.", ""]
-    lines = ["## One-factor effects (against paper-base)", "",
-             "| change | " + " | ".join(f"{t} Δ{metric} | seeds agreeing" for t in tasks) + " |",
-             "|---" * (2 * len(tasks) + 1) + "|"]
-    effects: dict[str, dict[str, tuple[float, float]]] = {}
-    for design in plan.designs:
-        if design == BASE or short(design) == design:
-            continue
-        cells = []
-        for task in tasks:
-            scores = tuned_scores(rows, task, metric)
-            seeds = sorted(set(scores.get(design, {})) & set(scores.get(BASE, {})))
-            if not seeds:
-                cells += ["—", "—"]
-                continue
-            diffs = [scores[design][s] - scores[BASE][s] for s in seeds]
-            mean, std = mean_std(diffs)
-            agree = sum(1 for d in diffs if math.copysign(1, d) == math.copysign(1, mean) and d != 0)
-            effects.setdefault(task, {})[short(design)] = (mean, std)
-            cells += [f"{mean:+.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}"), f"{agree}/{len(seeds)}"]
-        lines.append(f"| {short(design)} | " + " | ".join(cells) + " |")
-    if effects:
-        bar_plot(effects, f"Δ {metric} vs paper-base", plots / "effects.png")
-        lines += ["", f"![one-factor effects]({PLOTS_DIR}/effects.png)"]
-    return lines + [""]
+# ----------------------------------------------------------------------------------------------------- plot
+
+def plot_designs(summary: Summary, path: Path) -> None:
+    bars = {t: {short(d): s for (d, task, m), s in summary.scores.items() if task == t and m == summary.metric}
+            for t in summary.tasks}
+    grouped_bars({t: {n: (s.value, s.ci) for n, s in per.items()} for t, per in bars.items()},
+                 f"{summary.metric} (tuned, 95% CI)", path)
 
 
-def bar_plot(effects: dict[str, dict[str, tuple[float, float]]], ylabel: str, path: Path) -> None:
-    """Grouped bars (one group per design or change, one bar per task: ID vs OOD for MASA), std error bars."""
+def plot_effects(summary: Summary, path: Path) -> None:
+    bars: dict[str, dict[str, tuple]] = {}
+    for e in summary.effects:
+        value = e.comparison.delta if e.comparison else statistics.fmean(e.seed_deltas)
+        bars.setdefault(e.task, {})[short(e.design)] = (value, e.comparison.ci if e.comparison else None)
+    grouped_bars(bars, f"Δ {summary.metric} vs paper-base (95% CI)", path)
+
+
+def grouped_bars(groups: dict[str, dict[str, tuple[float, tuple[float, float] | None]]], ylabel: str,
+                 path: Path) -> None:
+    """One group per design or change, one bar per task (ID vs OOD for MASA), with its interval as error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(n for per_task in effects.values() for n in per_task))
-    width = 0.8 / len(effects)
+    names = list(dict.fromkeys(n for per_task in groups.values() for n in per_task))
+    width = 0.8 / len(groups)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
-    for k, (task, per_task) in enumerate(effects.items()):
+    for k, (task, per_task) in enumerate(groups.items()):
         xs = [i + k * width for i in range(len(names))]
-        ax.bar(xs, [per_task.get(n, (0, 0))[0] for n in names], width,
-               yerr=[_zero_nan(per_task.get(n, (0, 0))[1]) for n in names], capsize=3, label=task)
+        values = [per_task.get(n, (0.0, None))[0] for n in names]
+        cis = [per_task.get(n, (0.0, None))[1] for n in names]
+        errors = [[v - c[0] if c else 0 for v, c in zip(values, cis)], [c[1] - v if c else 0 for v, c in zip(values, cis)]]
+        ax.bar(xs, values, width, yerr=errors, capsize=3, label=task)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks([i + width * (len(effects) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
@@ -159,50 +344,52 @@ def bar_plot(effects: dict[str, dict[str, tuple[float, float]]], ylabel: str, pa
     plt.close(fig)
 
 
-def recommendation(rows: list[dict], plan: Plan, task: str, metric: str) -> list[str]:
-    scores = tuned_scores(rows, task, metric)
-    ranked = sorted(((mean_std(list(s.values())), d) for d, s in scores.items()), key=lambda x: -x[0][0])
-    (best_mean, best_std), best = ranked[0]
-    lines = ["## Recommended design", "", f"**`{best}`** ({short(best)}): {metric} {fmt(best_mean, best_std)} on {task}."]
-    if len(ranked) > 1:
-        (second_mean, second_std), second = ranked[1]
-        lead = best_mean - second_mean
-        if lead == 0:
-            return lines[:2] + [f"No recommendation: `{best}` and `{second}` tie at {metric} {best_mean:.4f} on {task}.", ""]
-        noise = max(x for x in (best_std, second_std) if not math.isnan(x)) if len(plan.seeds) > 1 else float("nan")
-        if math.isnan(noise):
-            lines.append(f"Its lead over `{second}` is {lead:.4f}; with one seed the seed noise is unknown, so this "
-                         "ranking may not hold: add seeds (`--seeds 0,1,2 --extend`).")
-        elif lead <= noise:
-            lines.append(f"Its lead over `{second}` ({lead:.4f}) is within seed noise (std up to {noise:.4f}): "
-                         "the study does not separate these two designs.")
-        else:
-            lines.append(f"Its lead over `{second}` ({lead:.4f}) is larger than the seed std ({noise:.4f}).")
-    return lines + [""]
+# ------------------------------------------------------------------------------------------------ PE signals
 
-
-def signals_section(rows: list[dict], plan: Plan, task: str, metric: str, plots: Path) -> list[str]:
-    """Each PE signal of the untuned model next to the tuned score, with rank correlations and a verdict."""
-    from scipy.stats import kendalltau, spearmanr
-
-    tuned = {d: statistics.fmean(s.values()) for d, s in tuned_scores(rows, task, metric).items()}
+def signal_values(rows: list[dict], task: str, metric: str, designs: set[str]) -> dict[str, dict[str, float]]:
+    """signal -> design -> value of the untuned model, for the given designs."""
     values: dict[str, dict[str, float]] = {name: {} for name in SIGNALS}
     for r in rows:
-        if r["kind"] != "signals" or r["design"] not in tuned:
+        if r["kind"] != "signals" or r["design"] not in designs:
             continue
         if r["signal"] == "perplexity":
             values["prompt perplexity"][r["design"]] = r["prompt_nll"]
             values["output perplexity"][r["design"]] = r["output_nll"]
         elif r["task"] == task:
             values[r["signal"]][r["design"]] = r[metric]
+    return values
+
+
+def rank_correlations(values: dict[str, dict[str, float]], tuned: dict[str, float],
+                      designs: list[str]) -> dict[str, tuple[float, float, float, float, list[str]]]:
+    """signal -> (Kendall τ, p, Spearman ρ, p, the designs it ranks first), against the tuned scores."""
+    from scipy.stats import kendalltau, spearmanr
+
+    found = {}
+    for name, (higher, _) in SIGNALS.items():
+        signed = [values[name][d] if higher else -values[name][d] for d in designs]
+        target = [tuned[d] for d in designs]
+        with warnings.catch_warnings():  # a constant signal: reported as undefined
+            warnings.simplefilter("ignore")
+            tau, p_tau = kendalltau(signed, target)
+            rho, p_rho = spearmanr(signed, target)
+        found[name] = (tau, p_tau, rho, p_rho, [d for d, v in zip(designs, signed) if v == max(signed)])
+    return found
+
+
+def signals_section(rows: list[dict], plan: Plan, summary: Summary, plots: Path) -> list[str]:
+    """Each PE signal of the untuned model next to the tuned score, with rank correlations and a verdict."""
+    task, metric = summary.tasks[0], summary.metric
+    tuned = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
+    values = signal_values(rows, task, metric, set(tuned))
     designs = [d for d in plan.designs if d in tuned and all(d in v for v in values.values())]
     lines = ["## Prompt engineering signals vs the tuned ranking", "",
              f"Signals of the untuned base model per design ({task}; in-context: {plan.icl_shots} examples from the dev "
              f"split; perplexities: mean per-token NLL of {plan.ppl_samples} training rows), next to the tuned {metric}.",
              "", "| design | tuned " + metric + " | zero-shot | in-context | prompt NLL | output NLL |",
              "|---|---|---|---|---|---|"]
-    for d in designs:
-        lines.append(f"| `{d}` | {tuned[d]:.4f} | " + " | ".join(f"{values[n][d]:.4f}" for n in SIGNALS) + " |")
+    lines += [f"| `{d}` | {tuned[d]:.4f} | " + " | ".join(f"{values[n][d]:.4f}" for n in SIGNALS) + " |"
+              for d in designs]
     if len(designs) < len(tuned):
         lines += ["", f"Signals are complete for {len(designs)} of the {len(tuned)} tuned designs (the others: "
                   f"`sde study status`); the correlations and the tuned winner below are among those {len(designs)} "
@@ -213,35 +400,27 @@ def signals_section(rows: list[dict], plan: Plan, task: str, metric: str, plots:
     winners = [d for d in designs if tuned[d] == best]
     lines += ["", "| signal | Kendall τ (p) | Spearman ρ (p) | ranks first | tuned winner? |", "|---|---|---|---|---|"]
     verdicts = []
-    for name, (higher, words) in SIGNALS.items():
-        signed = [values[name][d] if higher else -values[name][d] for d in designs]
-        target = [tuned[d] for d in designs]
-        with warnings.catch_warnings():  # a constant signal: reported as undefined below
-            warnings.simplefilter("ignore")
-            tau, p_tau = kendalltau(signed, target)
-            rho, p_rho = spearmanr(signed, target)
-        picked = [d for d, v in zip(designs, signed) if v == max(signed)]
+    for name, (tau, p_tau, rho, p_rho, picked) in rank_correlations(values, tuned, designs).items():
         ok = len(winners) == 1 and picked == winners
         lines.append(f"| {name} | {_corr(tau, p_tau)} | {_corr(rho, p_rho)} | {', '.join(short(p) for p in picked)} | "
                      f"{'yes' if ok else 'no'} |")
-        if len(winners) > 1:
-            verdicts.append(f"- **{name}**: there is no single tuned winner to pick ({len(winners)} designs tie at "
-                            f"{metric} {best:.4f}).")
-        elif len(picked) > 1:
-            verdicts.append(f"- **{name}** ties {len(picked)} designs at the top, so it would not have picked the "
-                            f"tuned winner `{short(winners[0])}` on its own.")
-        else:
-            verdicts.append(f"- **{name}** would {'' if ok else 'not '}have picked the tuned winner: it ranks "
-                            f"`{short(picked[0])}` first, the tuned winner is `{short(winners[0])}`.")
-        scatter(name, words, [values[name][d] for d in designs], target, designs, metric, plots)
+        verdicts.append(_signal_verdict(name, picked, winners, ok, metric, best))
+        scatter(name, SIGNALS[name][1], [values[name][d] for d in designs], [tuned[d] for d in designs], designs,
+                metric, plots)
     lines += ["", *verdicts, ""]
     lines += [f"![{n}]({PLOTS_DIR}/signal-{n.replace(' ', '-')}.png)" for n in SIGNALS]
     return lines + [""]
 
 
-def _zero_nan(value: float) -> float:
-    """No error bar where the std is undefined (one seed)."""
-    return 0.0 if math.isnan(value) else value
+def _signal_verdict(name: str, picked: list[str], winners: list[str], ok: bool, metric: str, best: float) -> str:
+    if len(winners) > 1:
+        return (f"- **{name}**: there is no single tuned winner to pick ({len(winners)} designs tie at "
+                f"{metric} {best:.4f}).")
+    if len(picked) > 1:
+        return (f"- **{name}** ties {len(picked)} designs at the top, so it would not have picked the "
+                f"tuned winner `{short(winners[0])}` on its own.")
+    return (f"- **{name}** would {'' if ok else 'not '}have picked the tuned winner: it ranks "
+            f"`{short(picked[0])}` first, the tuned winner is `{short(winners[0])}`.")
 
 
 def _corr(value: float, p: float) -> str:

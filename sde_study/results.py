@@ -11,6 +11,7 @@ from sde_study.plan import Plan, WorkItem, write_atomic
 from sde_study.work import RESULT, STATE
 
 RESULTS_NAME = "results.jsonl"
+DOC_STATS_NAME = "docstats.jsonl"  # per-document statistics of every evaluated row: the report's intervals
 
 
 def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
@@ -44,14 +45,50 @@ def _alive(pid: int) -> bool:
 
 
 def collect(root: Path, plan: Plan) -> list[dict[str, Any]]:
-    """Rows of every finished item, in plan order; rewrites DIR/results.jsonl atomically."""
-    rows = []
+    """Rows of every finished item, in plan order; rewrites DIR/results.jsonl and DIR/docstats.jsonl atomically."""
+    rows, stats = [], []
     for item in plan.items():
         path = item.folder(root) / RESULT
         if path.is_file():
-            rows += json.loads(path.read_text(encoding="utf-8"))["rows"]
+            result = json.loads(path.read_text(encoding="utf-8"))
+            rows += result["rows"]
+            stats += result["doc_stats"] if "doc_stats" in result else logged_stats(item.folder(root), result["rows"], plan)
     write_atomic(root / RESULTS_NAME, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(root / DOC_STATS_NAME, "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in stats))
     return rows
+
+
+def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    """Per-document statistics of an item finished before results kept them, from its logged samples."""
+    from sde_study.evaluate import logged_doc_stats
+    from sde_study.work import stats_entry, task_labels
+
+    found = []
+    for row in rows:
+        where = folder / ("eval" if row["kind"] == "tuned" else row.get("signal", ""))
+        samples = sorted(where.glob(f"**/samples_{row['task']}_*.jsonl")) if "task" in row else []
+        if samples:
+            lines = samples[-1].read_text(encoding="utf-8").splitlines()
+            found.append(stats_entry(row, logged_doc_stats([json.loads(line) for line in lines if line], task_labels(plan))))
+    return found
+
+
+def load_doc_stats(root: Path) -> dict[tuple, Any]:
+    """DIR/docstats.jsonl as {(kind, design, seed, signal, task): DocStats}; empty for a study without it."""
+    import numpy as np
+
+    from sde_study.work import ROW_KEY
+    from sde_tasks.docstats import DocStats
+
+    path = root / DOC_STATS_NAME
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        key = tuple(entry.get(k) for k in ROW_KEY)
+        found[key] = DocStats(entry["family"], tuple(entry["labels"]), np.asarray(entry["table"], dtype=float))
+    return found
 
 
 def status_lines(root: Path, plan: Plan) -> list[str]:

@@ -25,7 +25,12 @@ TRAINED = "train.json"
 
 
 def item_by_id(plan: Plan, item_id: str) -> WorkItem:
-    return next(i for i in plan.items() if i.id == item_id)
+    found = next((i for i in plan.items() if i.id == item_id), None)
+    if found is None:
+        from sde_datagen.errors import UserError
+
+        raise UserError(f"no work item '{item_id}' in this study's plan (`sde study status` lists them)")
+    return found
 
 
 def is_done(root: Path, item: WorkItem) -> bool:
@@ -48,14 +53,15 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[
         folder = item.folder(root)
         set_state(folder, "running")
         try:
-            rows = (run_cell(root, plan, item, base, nproc_per_node) if item.kind == "cell"
-                    else run_signals(root, plan, item, base))
+            rows, stats = (run_cell(root, plan, item, base, nproc_per_node) if item.kind == "cell"
+                           else run_signals(root, plan, item, base))
         except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
             message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
             set_state(folder, "failed", error=message, traceback=traceback.format_exc())
             failures.append(f"{item.id}: {message}")
             continue
-        write_atomic(folder / RESULT, json.dumps({"rows": rows}, ensure_ascii=False, indent=1) + "\n")
+        result = {"rows": rows, "doc_stats": stats}
+        write_atomic(folder / RESULT, json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
         set_state(folder, "done")
     return failures
 
@@ -95,16 +101,35 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
     return train(TrainConfig(**settings).check())
 
 
-def evaluate(root: Path, plan: Plan, design: str, model, out: Path, num_fewshot: int | None = None) -> dict[str, Any]:
+def evaluate(root: Path, plan: Plan, design: str, model, out: Path, num_fewshot: int | None = None):
     """lm-eval of `model` (tuned or not) on the plan's tasks, limit and chat template, in `design`'s prompts."""
     from sde_study.evaluate import run_lm_eval
 
     return run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": design}, out,
                        chat_template=plan.chat_template, limit=plan.eval_limit, batch_size=plan.eval_batch_size,
-                       num_fewshot=num_fewshot, include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
+                       num_fewshot=num_fewshot, include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks,
+                       labels=task_labels(plan))
 
 
-def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> list[dict[str, Any]]:
+def task_labels(plan: Plan) -> tuple[str, ...] | None:
+    """A classification task's label order (for its confusion matrices); None for extraction."""
+    from sde_tasks.scoring import task_spec
+
+    spec = task_spec(plan.task_spec or plan.task)
+    return spec.label_ids if spec.labels else None
+
+
+def stats_entry(row: dict[str, Any], stats) -> dict[str, Any]:
+    """A results row's per-document statistics, keyed like the row (kind, design, seed, signal, task)."""
+    key = {k: row[k] for k in ROW_KEY if k in row}
+    return {**key, "family": stats.family, "labels": list(stats.labels), "table": stats.table.astype(int).tolist()}
+
+
+ROW_KEY = ("kind", "design", "seed", "signal", "task")
+
+
+def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> tuple[list[dict], list[dict]]:
+    """Train (or resume) and evaluate one cell: its results rows and their per-document statistics."""
     folder = item.folder(root)
     trained_file = folder / TRAINED
     if not trained_file.is_file():
@@ -113,33 +138,34 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) 
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
     with base.adapter(folder / "adapter") as model:
-        scores = evaluate(root, plan, item.design, model, folder / "eval")
-    seconds = scores.pop("_seconds")
-    return [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
+        found = evaluate(root, plan, item.design, model, folder / "eval")
+    rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
-             "train_seconds": trained["train_seconds"], "eval_seconds": seconds}
-            for task, metrics in scores.items()]
+             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds}
+            for task, metrics in found.scores.items()]
+    return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
 
 
 # ----------------------------------------------------------------------------- PE signals of one design
 
-def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> list[dict[str, Any]]:
+def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> tuple[list[dict], list[dict]]:
     """Zero-shot and in-context scores (lm-eval, no adapter) and the perplexities of the design's samples."""
     from sde_study.exports import export_dir
     from sde_study.signals import perplexities, sample_rows
     from sde_train.data import load_rows
 
     folder = item.folder(root)
-    rows = []
+    rows, stats = [], []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        scores = evaluate(root, plan, item.design, base.model, folder / signal, num_fewshot=shots)
-        seconds = scores.pop("_seconds")
-        rows += [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
-                  "eval_limit": plan.eval_limit, "eval_seconds": seconds} for task, metrics in scores.items()]
+        found = evaluate(root, plan, item.design, base.model, folder / signal, num_fewshot=shots)
+        mine = [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
+                 "eval_limit": plan.eval_limit, "eval_seconds": found.seconds} for task, metrics in found.scores.items()]
+        rows += mine
+        stats += [stats_entry(row, found.doc_stats[row["task"]]) for row in mine]
     start = time.perf_counter()
     train_rows = sample_rows(load_rows(str(export_dir(root, item.design)), item.design, "train"),
                              plan.ppl_samples, plan.data_seed)
-    found = perplexities(base.model, base.tokenizer, train_rows, plan.chat_template, plan.eval_batch_size)
-    rows.append({**item.describe(), "signal": "perplexity", "rows": len(train_rows), **found,
+    nll = perplexities(base.model, base.tokenizer, train_rows, plan.chat_template, plan.eval_batch_size)
+    rows.append({**item.describe(), "signal": "perplexity", "rows": len(train_rows), **nll,
                  "seconds": time.perf_counter() - start})
-    return rows
+    return rows, stats

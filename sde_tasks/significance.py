@@ -9,7 +9,7 @@ Error Bars to Evals"). With several seeds a resample also draws seeds, with repl
 report or a board built twice prints the same intervals.
 
 Intervals are percentile intervals; a paired p-value is the two-sided bootstrap p-value of the
-difference, 2 x min(P*(Δ ≤ 0), P*(Δ ≥ 0)), which rejects at α exactly when the (1 - α) interval
+difference, 2 x min(P*(Δ ≤ 0), P*(Δ ≥ 0)) (never below 2 / (B + 1)), which rejects at α exactly when the (1 - α) interval
 leaves out 0. Verdicts are "better", "worse" or "not distinguishable" at α.
 """
 from __future__ import annotations
@@ -80,8 +80,11 @@ def interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
 
 
 def p_value(deltas: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a paired difference: how often the replicates reach the other side of 0."""
-    return float(min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))))
+    """Two-sided bootstrap p-value of a paired difference: how often the replicates reach the other side of 0
+    (counted as (k + 1) / (B + 1), so that it is never 0 with finitely many resamples)."""
+    b = len(deltas)
+    below, above = (np.sum(deltas <= 0) + 1) / (b + 1), (np.sum(deltas >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2 * min(below, above)))
 
 
 def verdict(delta: float, p: float, alpha: float = ALPHA) -> str:

@@ -1,0 +1,84 @@
+"""REPORT.md says what is known: intervals, paired effects with Holm p and verdicts, ties with the best
+design and a power line, from results.jsonl and docstats.jsonl (a planted effect is found, a null is not)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from sde_datagen.design import PRESETS
+from sde_study.plan import Plan, write_plan
+from sde_study.report import write_report
+from sde_study.results import DOC_STATS_NAME, RESULTS_NAME
+from sde_study.work import stats_entry
+from sde_tasks.docstats import EXTRACTION, DocStats
+
+BASE = PRESETS["paper-base"].id
+BETTER = "first-nomi-natural-pu-text-none"  # placement=first: planted +0.15 detection rate
+SAME = "last-nomi-natural-ou-text-none"  # ew-sde: the same behaviour as paper-base
+N_DOCS, SEEDS = 400, (0, 1, 2)
+
+
+def run(rng: np.random.Generator, gold: np.ndarray, detect: np.ndarray, lift: float) -> DocStats:
+    tp = rng.binomial(gold, np.clip(detect + lift, 0, 1))
+    fp = rng.poisson(0.8, len(gold))
+    zeros = np.zeros_like(tp)
+    errors = (rng.random(len(gold)) < 0.05).astype(int)
+    table = np.stack([tp, fp, gold - tp, tp, fp, gold - tp, zeros, errors, np.ones_like(tp)], axis=1)
+    return DocStats(EXTRACTION, (), table.astype(float))
+
+
+def write_study(root: Path) -> Plan:
+    rng = np.random.default_rng(0)
+    gold, detect = 1 + rng.poisson(1.5, N_DOCS), rng.beta(2, 3, N_DOCS)
+    plan = Plan(model="m", task="ner", designs=[BASE, BETTER, SAME], seeds=list(SEEDS), eval_limit=N_DOCS,
+                analysis=False)
+    rows, stats = [], []
+    for design, lift in ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0)):
+        for seed in SEEDS:
+            found = run(rng, gold, detect, lift)
+            row = {"kind": "tuned", "design": design, "seed": seed, "task": "sde_ner", **found.corpus(),
+                   "n_docs": N_DOCS, "final_loss": 0.5}
+            rows.append(row)
+            stats.append(stats_entry(row, found))
+    root.mkdir(parents=True, exist_ok=True)
+    write_plan(root, plan)
+    (root / RESULTS_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (root / DOC_STATS_NAME).write_text("".join(json.dumps(s) + "\n" for s in stats), encoding="utf-8")
+    return plan
+
+
+def test_report_has_intervals_tests_verdicts_and_power(tmp_path: Path) -> None:
+    root = tmp_path / "study"
+    plan = write_study(root)
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    report = write_report(root, plan, rows).read_text(encoding="utf-8")
+    ci = r"\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]"
+    assert re.search(rf"\| `{BASE}` \(paper-base\) \| {ci} \| {ci} \| 0\.5000 ± 0\.0000 \| 3 \|", report)
+    planted = re.search(r"\| placement=first \| sde_ner \| \+(\S+) \| \[\+(\S+), \+(\S+)\] \| (\S+) \| (\S+) \| (.+?) \| 3/3 \|",
+                        report)
+    assert planted, report
+    assert float(planted[2]) > 0 and float(planted[5]) < 0.05 and planted[6] == "better"
+    null = re.search(r"\| ew-sde \| sde_ner \| \S+ \| \[(\S+), (\S+)\] \| (\S+) \| (\S+) \| (.+?) \|", report)
+    assert null and float(null[1]) < 0 < float(null[2]) and null[5] == "not distinguishable"
+    assert float(null[4]) >= float(null[3])  # Holm never lowers a p-value
+    assert f"**`{BETTER}`** (placement=first)" in report
+    assert "It is better than every other design of the study" in report
+    assert re.search(r"Power: with 400 test documents and 3 seed\(s\), this study detects a true difference of "
+                     r"0\.\d{4} f1", report)
+    assert "To resolve the observed lead of `placement=first` over" in report
+    for plot in ("designs.png", "effects.png"):
+        assert (root / "plots" / plot).stat().st_size > 0
+
+
+def test_report_ties_designs_it_cannot_separate(tmp_path: Path) -> None:
+    root = tmp_path / "study"
+    plan = write_study(root)
+    plan.designs = [BASE, SAME]
+    rows = [r for r in (json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines())
+            if r["design"] != BETTER]
+    report = write_report(root, plan, rows).read_text(encoding="utf-8")
+    assert "Statistically tied with it (paired, α 0.05" in report
+    assert re.search(r"test documents at 3 seed\(s\) \(the test set has 1425\)|no number of test documents", report)
