@@ -36,7 +36,7 @@ def base_revision(model: str) -> str:
 
 def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None) -> list[str]:
     """One line per finished cell: `added PATH`, `refused: reason` or the board's failures."""
-    from sde_tasks.board.validate import submit
+    from sde_tasks.board.submit import submit
 
     revision = base_revision(plan.model)
     lines = []

@@ -39,7 +39,7 @@ class OracleTask:
 
 def builtin_tasks() -> list[OracleTask]:
     """The installed task pack's tasks, with every bundled split."""
-    from sde_tasks.board.validate import installed_tasks
+    from sde_tasks.board.installed import installed_tasks
 
     found = []
     for name, installed in installed_tasks().items():

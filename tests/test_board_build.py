@@ -31,10 +31,10 @@ def test_tables_mark_best_and_aggregate_runs(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("| m/")]
     # mean over the two runs of (m/one, es-sde): kappa 0.5 ranks first; lower format_error_rate is best
     assert lines[0] == ("| m/one | `first-nomi-lines-pu-text-none` | masa D1, 500 samples | 2 "
-                        "| **0.5000** | 0.7000 | **0.2000** | 0.2000 |")
+                        "| **0.5000** | – |  | 0.7000 | **0.2000** | 0.2000 |")  # no logged samples: no interval
     assert lines[1] == ("| m/two | `last-nomi-natural-ou-text-none` | masa D1, 500 samples | 1 "
-                        "| 0.4500 | **0.9000** | **0.2000** | **0.0500** |")
-    assert "| Base model | Design | Training | Runs | kappa ↑ | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
+                        "| 0.4500 | – |  | **0.9000** | **0.2000** | **0.0500** |")
+    assert "| Base model | Design | Training | Runs | kappa ↑ | kappa 95% CI | ≈ best | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
     site = page.parent
     assert sorted(p.name for p in site.iterdir()) == [
         "index.html", "sde_masa_id-by-design.png", "sde_masa_id-heatmap.png"]
@@ -100,6 +100,29 @@ def test_untuned_baseline_is_never_averaged_with_tuned_runs(tmp_path):
     write_submission(tmp_path, "untuned", untuned, synthetic_results({"sde_ed": {"f1": 0.1}}))
     readme, page, _ = build(tmp_path)
     rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| m/one")]
-    assert rows == [f"| m/one | `{design}` | masa D1, 500 samples | 1 | **0.8000** |",
-                    f"| m/one | `{design}` | untuned | 1 | 0.1000 |"]
+    assert rows == [f"| m/one | `{design}` | masa D1, 500 samples | 1 | **0.8000** | – |  |",
+                    f"| m/one | `{design}` | untuned | 1 | 0.1000 | – |  |"]
     assert "<td>(untuned)</td>" in page.read_text(encoding="utf-8")
+
+
+def test_intervals_and_ties_pair_runs_within_a_base_model():
+    import numpy as np
+
+    from sde_tasks.board.build import intervals_and_ties
+    from sde_tasks.docstats import EXTRACTION, DocStats
+
+    rng = np.random.default_rng(0)
+    gold = 1 + rng.poisson(1.5, 500)
+
+    def run(rate: float) -> DocStats:
+        tp = rng.binomial(gold, rate)
+        zeros = np.zeros_like(tp)
+        table = np.stack([tp, zeros + 1, gold - tp, tp, zeros + 1, gold - tp, zeros, zeros, zeros + 1], axis=1)
+        return DocStats(EXTRACTION, (), table.astype(float))
+
+    groups = {"a-best": [run(0.6)], "a-close": [run(0.59)], "a-far": [run(0.3)], "b-only": [run(0.1)]}
+    ci, tied = intervals_and_ties(groups, {k: k[0] for k in groups}, "f1", True)
+    assert tied == {"a-best", "a-close", "b-only"}  # b's only run is the best of its model
+    for key, runs in groups.items():
+        assert ci[key][0] <= runs[0].corpus()["f1"] <= ci[key][1]
+

@@ -18,7 +18,8 @@ import pytest
 
 from sde_datagen.cli import main as sde
 from sde_tasks.board.build import build
-from sde_tasks.board.validate import submit, validate_board
+from sde_tasks.board.submit import submit
+from sde_tasks.board.validate import validate_board
 from sde_tasks.lm_eval_hook import tasks_dir
 
 DESIGN = "last-nomi-natural-ou-text-none"  # ew-sde, asked for by its preset name below
@@ -90,6 +91,15 @@ def test_real_run_submits_validates_and_builds(accepted, capsys):
     readme, page, n = build(board)
     assert n == 1 and f"| tiny/qwen2-random | `{DESIGN}` | untuned | 1 |" in readme.read_text(encoding="utf-8")
     assert "<td>0-shot, max_gen_toks=4</td>" in page.read_text(encoding="utf-8")  # how it was run, shown
+    # the interval is recomputed from the logged outputs, never read from the submission
+    row = next(line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| tiny/"))
+    kappa, ci, tied = [cell.strip().strip("*") for cell in row.split("|")][5:8]
+    low, high = json.loads(ci)
+    assert low <= float(kappa) <= high and tied == "≈"  # the only run is the best of its model
+    edit_json(accepted / "results.json", lambda r: r["results"][TASK].update({"kappa,none": 0.99}))
+    readme, page, _ = build(board)
+    assert f"[{low:.4f}, {high:.4f}]" in readme.read_text(encoding="utf-8") and "0.9900" in readme.read_text()
+    assert f"<td>[{low:.4f}, {high:.4f}]</td>" in page.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("metric", ["kappa", "accuracy", "exact_match", "format_error_rate"])
@@ -170,7 +180,7 @@ def test_gold_outputs_recompute_to_perfect_scores(task):
     import yaml
 
     from sde_datagen.design import PRESETS
-    from sde_tasks.board.validate import expected_docs, installed_tasks, recompute
+    from sde_tasks.board.installed import expected_docs, installed_tasks, recompute
 
     design = PRESETS["es-sde"].id
     docs = list(expected_docs(task, design, 0))

@@ -76,7 +76,8 @@ def test_user_tasks_run_under_the_real_lm_eval_cli_and_match_sde_score(user_task
         assert scored == pytest.approx({k: values[k] for k in scored}), task  # same metrics, same values
 
     # The board takes the run when it carries the specs: hash checked, metrics recomputed from them.
-    from sde_tasks.board.validate import submit, validate_board
+    from sde_tasks.board.submit import submit
+    from sde_tasks.board.validate import validate_board
 
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"schema_version": 1, "base_model": {"id": "tiny", "revision": "local"}, "adapter": None,

@@ -1,7 +1,9 @@
 """`sde board build`: submissions -> README tables, plots and the static page.
 
-The build trusts the submissions' numbers (`sde board validate` checks them, in CI) and reads only
-`submission.json` and `results.json`, so it stays fast with hundreds of submissions.
+The build trusts the submissions' reported metrics (`sde board validate` checks them, in CI). Their
+uncertainty it computes itself: each run's per-document statistics are recomputed from its logged
+outputs, and give the primary metric's 95% interval and which runs (and README rows) are
+statistically tied with the best of their base model (paired bootstrap, sde_tasks.significance).
 """
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
 from sde_datagen.design import AXES, Design, design_axes
 from sde_datagen.errors import UserError
 from sde_datagen.files import umask_mode
+from sde_tasks.board.rows import FORMAT_ERROR, Row, TaskBoard, best_values, is_best
+from sde_tasks.board.samples import recomputed_stats
+from sde_tasks.docstats import DocStats
 from sde_tasks.board.store import (
     TASK_NAME, Submission, load_submission, metric_values, results_shape_errors, schema_errors, submission_dirs,
 )
@@ -24,44 +30,6 @@ from sde_tasks.board.store import (
 README_BEGIN = "<!-- sde-board:begin (written by `sde board build`; edit outside these markers) -->"
 README_END = "<!-- sde-board:end -->"
 SITE_DIR = "site"
-FORMAT_ERROR = "format_error_rate"
-# The score that ranks designs in plots and sorts tables: the first of these a task reports.
-PRIMARY_METRICS = ("kappa", "f1")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One task's scores from one submission, with everything the tables show beside them."""
-
-    submission: str
-    task: str
-    base_model: str
-    base_revision: str
-    adapter: str
-    adapter_revision: str
-    design: str
-    axes: dict[str, str]
-    training: str
-    tuned: bool
-    evaluation: str
-    seed: int
-    submitter: str
-    date: str
-    metrics: dict[str, float]
-
-
-@dataclass
-class TaskBoard:
-    """Everything built for one task: its rows, metric columns (in lm-eval's order) and directions."""
-
-    task: str
-    rows: list[Row]
-    metrics: list[str]
-    higher_is_better: dict[str, bool]
-
-    @property
-    def primary(self) -> str:
-        return next((m for m in PRIMARY_METRICS if m in self.metrics), self.metrics[0])
 
 
 def _training_words(training: dict | None) -> str:
@@ -123,10 +91,14 @@ def collect(board: Path) -> list[TaskBoard]:
     """Every task that some submission reports, in name order, with its rows."""
     by_task: dict[str, list[Row]] = defaultdict(list)
     directions: dict[str, dict[str, bool]] = defaultdict(dict)
+    stats: dict[str, dict[str, DocStats]] = defaultdict(dict)
     for path in submission_dirs(board):
         sub = load_submission(path)
         for row in rows_of(sub):
             by_task[row.task].append(row)
+            found = recomputed_stats(path, row.task)
+            if found is not None:
+                stats[row.task][sub.id] = found
             for metric, higher in (sub.results.get("higher_is_better", {}).get(row.task) or {}).items():
                 directions[row.task].setdefault(metric, bool(higher))
     boards = []
@@ -139,22 +111,34 @@ def collect(board: Path) -> list[TaskBoard]:
         if not metrics:
             raise UserError(f"task {task}: no submission reports a metric")
         higher = {m: directions[task].get(m, m != FORMAT_ERROR) for m in metrics}
-        boards.append(TaskBoard(task, rows, metrics, higher))
+        found = TaskBoard(task, rows, metrics, higher, stats=stats[task])
+        runs = {r.submission: [found.stats[r.submission]] for r in rows if r.submission in found.stats}
+        found.ci, found.tied = intervals_and_ties(runs, {r.submission: r.base_model for r in rows}, found.primary,
+                                                  higher[found.primary])
+        boards.append(found)
     return boards
 
 
-def best_values(values: list[dict[str, float]], metrics: list[str], higher: dict[str, bool]) -> dict[str, float]:
-    """The best value of each metric column (max, or min where lower is better)."""
-    best = {}
-    for metric in metrics:
-        column = [v[metric] for v in values if metric in v]
-        if column:
-            best[metric] = max(column) if higher[metric] else min(column)
-    return best
+def intervals_and_ties(groups: dict[Any, list[DocStats]], model_of: dict[Any, str], metric: str,
+                       higher: bool) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
+    """The 95% interval of `metric` of each group of runs (a run, or a README row's runs over seeds), and
+    the groups tied with the best group of their base model (itself included): paired on the same documents."""
+    from sde_tasks import significance as sig
 
-
-def is_best(value: float | None, best: float | None) -> bool:
-    return value is not None and best is not None and abs(value - best) <= 1e-12
+    by_docs: dict[int, dict[Any, list[DocStats]]] = defaultdict(dict)
+    for key, runs in groups.items():
+        by_docs[runs[0].n_docs][key] = runs  # only runs on the same documents can be paired
+    ci, tied = {}, set()
+    for same_docs in by_docs.values():
+        reps = sig.replicates(same_docs)
+        value = {key: sig.point(runs)[metric] for key, runs in same_docs.items()}
+        ci.update({key: sig.interval(reps[key][metric]) for key in same_docs})
+        for model in {model_of[key] for key in same_docs}:
+            mine = [key for key in same_docs if model_of[key] == model]
+            best = max(mine, key=lambda k: value[k] if higher else -value[k])
+            tied |= {key for key in mine if sig.compare(value[best], value[key], reps[best][metric],
+                                                        reps[key][metric], metric).verdict != sig.BETTER}
+    return ci, tied
 
 
 # ---------------------------------------------------------------------------------------------- README
@@ -169,13 +153,16 @@ def md_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class TableRow:
-    """A README row: one base model x design (x training), its number of runs and mean metrics."""
+    """A README row: one base model x design (x training), its number of runs and mean metrics, the primary
+    metric's 95% interval (None without logged samples) and whether it is tied with its base model's best row."""
 
     base_model: str
     design: str
     training: str
     runs: int
     means: dict[str, float]
+    ci: tuple[float, float] | None = None
+    tied: bool = False
 
 
 def aggregate(board: TaskBoard) -> list[TableRow]:
@@ -184,14 +171,18 @@ def aggregate(board: TaskBoard) -> list[TableRow]:
     groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for row in board.rows:
         groups[(row.base_model, row.design, row.training)].append(row)
+    runs = {key: [board.stats[r.submission] for r in rows] for key, rows in groups.items()
+            if all(r.submission in board.stats for r in rows)}
+    ci, tied = intervals_and_ties(runs, {key: key[0] for key in runs}, board.primary,
+                                  board.higher_is_better[board.primary])
     table = []
-    for (model, design, training), rows in groups.items():
+    for key, rows in groups.items():
         means = {}
         for metric in board.metrics:
             values = [r.metrics[metric] for r in rows if metric in r.metrics]
             if values:
                 means[metric] = fmean(values)
-        table.append(TableRow(model, design, training, len(rows), means))
+        table.append(TableRow(*key, len(rows), means, ci.get(key), key in tied))
     primary, sign = board.primary, (-1 if board.higher_is_better[board.primary] else 1)
     table.sort(key=lambda t: (primary not in t.means, sign * t.means.get(primary, 0.0), t.base_model, t.design))
     return table
@@ -202,7 +193,9 @@ def markdown_table(board: TaskBoard) -> str:
     best = best_values([t.means for t in table], board.metrics, board.higher_is_better)
     arrows = {m: ("↑" if board.higher_is_better[m] else "↓") for m in board.metrics}
     head = ["Base model", "Design", "Training", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * len(board.metrics)]
+    head.insert(5, f"{board.primary} 95% CI")
+    head.insert(6, "≈ best")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(board.metrics) + 1) + "---|"]
     for row in table:
         means = row.means
         cells = [md_text(row.base_model), f"`{row.design}`", md_text(row.training), str(row.runs)]
@@ -210,6 +203,9 @@ def markdown_table(board: TaskBoard) -> str:
             value = means.get(metric)
             text = "–" if value is None else f"{value:.4f}"
             cells.append(f"**{text}**" if is_best(value, best.get(metric)) else text)
+            if metric == board.primary:
+                cells.append("–" if row.ci is None else f"[{row.ci[0]:.4f}, {row.ci[1]:.4f}]")
+                cells.append("≈" if row.tied else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -220,7 +216,9 @@ def readme_section(boards: list[TaskBoard], n_submissions: int) -> str:
     parts = [
         f"{n_submissions} submission(s). Rows: base model x design (the mean over runs when several "
         "submissions share both and their training); **bold** marks the best value of each column; ↑ higher is better, "
-        "↓ lower is better. The [page](site/index.html) lists every run and can be sorted and filtered."
+        "↓ lower is better. The 95% CI of the primary metric and ≈ (statistically tied with the best row of the same base "
+        "model: paired bootstrap over the same test documents, α 0.05) are recomputed from the logged outputs. "
+        "The [page](site/index.html) lists every run and can be sorted and filtered."
     ]
     for board in boards:
         parts.append(f"### {board.task}\n\nSorted by {board.primary}.\n\n{markdown_table(board)}\n\n"

@@ -50,7 +50,7 @@ def _build(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _submit(args: argparse.Namespace, extra: list[str]) -> int:
-    from sde_tasks.board.validate import submit
+    from sde_tasks.board.submit import submit
 
     path, failures = submit(args.results_dir, args.meta, args.board, args.task_spec)
     if failures:

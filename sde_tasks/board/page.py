@@ -10,7 +10,7 @@ import base64
 import hashlib
 from html import escape
 
-from sde_tasks.board.build import TaskBoard, best_values, is_best
+from sde_tasks.board.rows import TaskBoard, best_values, is_best
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -118,6 +118,8 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
     arrows = {m: ("\u2191" if board.higher_is_better[m] else "\u2193") for m in board.metrics}
     head = [_th("Base model")] + [_th(a) for a in axes]
     head += [_th(f"{m} {arrows[m]}", metric=m) for m in board.metrics]
+    head.insert(1 + len(axes) + board.metrics.index(board.primary) + 1, _th(f"{board.primary} 95% CI"))
+    head.insert(1 + len(axes) + board.metrics.index(board.primary) + 2, _th("\u2248 best"))
     head += [_th(c, numeric=c == "Seed") for c in _DETAILS]
     sign = -1 if board.higher_is_better[board.primary] else 1  # best first; rows without the metric last
     order = sorted(board.rows, key=lambda r: (board.primary not in r.metrics, sign * r.metrics.get(board.primary, 0.0)))
@@ -134,6 +136,11 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
             else:
                 cls = "num best" if is_best(value, best.get(metric)) else "num"
                 cells.append(f'<td class="{cls}" data-metric="{_attr(metric)}" data-sort="{value!r}">{value:.4f}</td>')
+            if metric == board.primary:
+                ci = board.ci.get(row.submission)
+                cells.append("<td>\u2013</td>" if ci is None else f"<td>[{ci[0]:.4f}, {ci[1]:.4f}]</td>")
+                cells.append('<td title="statistically tied with the best run of this base model">\u2248</td>'
+                             if row.submission in board.tied else "<td></td>")
         cells += [
             f'<td title="revision {_attr(row.adapter_revision)}">{_attr(row.adapter)}</td>' if row.adapter
             else "<td>(untuned)</td>",
@@ -169,7 +176,9 @@ def render_page(boards: list[TaskBoard], plots: dict[str, list[tuple[str, str]]]
         sections.append(
             f'<section data-task="{_attr(board.task)}" id="task-{_attr(board.task)}"><h2>{_attr(board.task)}</h2>'
             f"<p>{len(board.rows)} run(s); sorted by {_attr(board.primary)}; highlighted: best of each column "
-            f"(\u2191 higher is better, \u2193 lower is better).</p>{_table(board, axes)}{figures}</section>"
+            f"(\u2191 higher is better, \u2193 lower is better); 95% CI and \u2248 (statistically tied with the best "
+            f"run of the same base model, paired bootstrap, \u03b1 0.05) recomputed from the logged outputs.</p>"
+            f"{_table(board, axes)}{figures}</section>"
         )
     empty = "" if boards else "<p>No submissions yet.</p>"
     return f"""<!doctype html>

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from sde_tasks.board.build import Row, TaskBoard  # noqa: E402
+from sde_tasks.board.rows import Row, TaskBoard  # noqa: E402
 
 plt.rcParams.update({"text.parse_math": False, "svg.fonttype": "none", "font.size": 9})
 _DPI = 100

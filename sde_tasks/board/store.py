@@ -26,6 +26,11 @@ def samples_name(task: str) -> str:
     return f"samples_{task}.jsonl"
 
 
+def spec_name(task: str) -> str:
+    """The YAML spec a submission carries for a user-declared task."""
+    return f"task_spec_{task}.yaml"
+
+
 def read_json(path: Path) -> Any:
     """A JSON file's value, or a UserError naming the file and what is wrong with it."""
     try:

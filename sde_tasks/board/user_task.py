@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sde_datagen.errors import UserError
-
-
-def spec_name(task: str) -> str:
-    return f"task_spec_{task}.yaml"
+from sde_tasks.board.store import spec_name
 
 
 def check_user_task(path: Path, results: dict[str, Any], task: str, design: str, failures: list[str]) -> str | None:
@@ -27,7 +24,7 @@ def check_user_task(path: Path, results: dict[str, Any], task: str, design: str,
     from sde_datagen.codecs import get_codec
     from sde_datagen.design import resolve_design
     from sde_tasks import metrics as m
-    from sde_tasks.board.validate import FILTER, TOLERANCE, _prediction, _read_samples, _same_number
+    from sde_tasks.board.samples import FILTER, TOLERANCE, prediction, read_samples, same_number
     from sde_tasks.make_task import TASK_VERSION, task_names
     from sde_tasks.scoring import aggregate
     from sde_tasks.tasks.utils import UserTask, spec_sha256
@@ -48,7 +45,7 @@ def check_user_task(path: Path, results: dict[str, Any], task: str, design: str,
     if task not in task_names(spec.name, True):
         failures.append(f"task {task}: its spec names the task {spec.name} (tasks sde_{spec.name}, sde_{spec.name}_ood)")
         return None
-    if not _same_number((results.get("versions") or {}).get(task), TASK_VERSION):
+    if not same_number((results.get("versions") or {}).get(task), TASK_VERSION):
         failures.append(f"task {task}: not evaluated with the task version of this sde-kit ({TASK_VERSION})")
     metadata = config.get("metadata") or {}
     try:
@@ -61,7 +58,7 @@ def check_user_task(path: Path, results: dict[str, Any], task: str, design: str,
                         f"{metadata.get('instruction', 0)!r}), the submission says {design} (instruction 0)")
         return None
 
-    samples, problems = _read_samples(path / f"samples_{task}.jsonl", task)
+    samples, problems = read_samples(path / f"samples_{task}.jsonl", task)
     failures.extend(problems)
     if not samples:
         return None
@@ -89,7 +86,7 @@ def check_user_task(path: Path, results: dict[str, Any], task: str, design: str,
         failures.append(f"task {task}: logged documents are not this spec's documents for design {design}: "
                         f"{', '.join(map(str, inconsistent[:8]))}")
         return None
-    predictions = [_prediction(by_id[i]) for i in range(n)]
+    predictions = [prediction(by_id[i]) for i in range(n)]
     fingerprint = hashlib.sha256(json.dumps(predictions).encode("ascii")).hexdigest()
     if any(p is None for p in predictions) or {str(s.get("filter")) for s in samples} != {FILTER}:
         failures.append(f"task {task}: logged samples without one unfiltered generated text")

@@ -1,0 +1,85 @@
+"""Reading a submission's logged samples (lm-eval `--log_samples`): what validation, the user-task checks
+and the board's intervals all read, in one place."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sde_tasks.board.store import samples_name, spec_name
+from sde_tasks.docstats import DocStats
+
+TOLERANCE = 1e-6
+FILTER = "none"  # the sde tasks define no filter: metrics are computed on the raw generation
+
+
+def read_samples(path: Path, task: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The samples of a JSONL file, and each problem with it in words (a missing file is one)."""
+    samples, failures = [], []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    sample = json.loads(line)
+                except json.JSONDecodeError as err:
+                    failures.append(f"{path.name}:{number}: not valid JSON ({err.msg})")
+                    continue
+                if not isinstance(sample, dict) or not isinstance(sample.get("doc_id"), int):
+                    failures.append(f"{path.name}:{number}: not an lm-eval logged sample (no integer doc_id)")
+                    continue
+                samples.append(sample)
+    except FileNotFoundError:
+        failures.append(f"task {task}: no logged samples ({path.name}); run lm_eval with --log_samples")
+    except UnicodeDecodeError as err:
+        failures.append(f"{path.name}: not UTF-8 text ({err})")
+    return samples, failures
+
+
+def prediction(sample: dict[str, Any]) -> str | None:
+    """The generation lm-eval scored: filtered_resps holds one string per request (one request here),
+    the same as the raw response in resps, since the sde tasks apply no filter."""
+    responses = sample.get("filtered_resps")
+    if isinstance(responses, list) and len(responses) == 1 and isinstance(responses[0], str):
+        if sample.get("resps") == [[responses[0]]]:
+            return responses[0]
+    return None
+
+
+def same_number(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def doc_ids(ids: list[int], shown: int = 8) -> str:
+    """Document ids for a failure message: the first few, and how many in all."""
+    head = ", ".join(str(i) for i in ids[:shown])
+    return head + (f", … ({len(ids)} in all)" if len(ids) > shown else "")
+
+
+def recomputed_stats(folder: Path, task: str) -> DocStats | None:
+    """Per-document statistics recomputed from a submission's logged documents and outputs (never from the
+    items it logged), by the functions lm-eval calls; None where the samples cannot be read."""
+    from sde_datagen.tasks import load_task
+    from sde_tasks.scoring import doc_stats
+    from sde_tasks.tasks.utils import UserTask, process_results
+
+    samples, failures = read_samples(folder / samples_name(task), task)
+    if failures or not samples:
+        return None
+    ordered = sorted(samples, key=lambda s: s["doc_id"])
+    docs = [s.get("doc") or {} for s in ordered]
+    spec_file = folder / spec_name(task)
+    user = UserTask(spec_file) if spec_file.is_file() else None
+    try:
+        items = [(user.process_results if user else process_results)(doc, [prediction(s)])
+                 for doc, s in zip(docs, ordered)]
+        domain = docs[0].get("domain") or None
+        spec = user.spec(domain) if user else load_task(docs[0]["task"], domain)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return doc_stats(items, spec)
