@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,11 @@ class Plan:
         unknown = sorted(set(data) - known)
         if unknown:
             raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in data.items():
+            problem = _type_problem(value, hints[name])
+            if problem:
+                raise UserError(f"{source}: field '{name}': expected {problem}, got {_shown(value)}")
         try:
             return cls(**data)
         except TypeError as err:
@@ -167,6 +174,49 @@ def _only_adds(old: Plan, new: Plan) -> bool:
     same = all(a[k] == b[k] for k in a if k not in EXTENDABLE)
     return (same and set(old.designs) <= set(new.designs) and set(old.seeds) <= set(new.seeds)
             and (new.analysis or not old.analysis))
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What `hint` asks for, in words, when `value` (read from YAML) is not of that type; None when it is."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    words = []
+    for option in options:
+        if option is type(None):
+            if value is None:
+                return None
+            words.append("null")
+            continue
+        origin, args = typing.get_origin(option) or option, typing.get_args(option)
+        if origin is list:
+            if isinstance(value, list) and all(_type_problem(v, args[0]) is None for v in value):
+                return None
+            words.append(f"a list of {_type_words(args[0])}")
+        elif origin is dict:
+            if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+                return None
+            words.append("a mapping")
+        elif _is(value, origin):
+            return None
+        else:
+            words.append(_type_words(origin))
+    return " or ".join(words)
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 63
+    return isinstance(value, kind)
+
+
+def _type_words(kind: Any) -> str:
+    return {str: "text", int: "a whole number", bool: "true or false"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def write_atomic(path: Path, text: str) -> None:

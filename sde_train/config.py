@@ -144,15 +144,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise TrainError(f"config file {args.config_file}: unknown setting(s) {', '.join(unknown)}")
+    from_file = dict(values)
     values.update({k: v for k, v in vars(args).items() if k in known})
+    where = {k: f"{args.config_file}: " if k in from_file and from_file[k] is values[k] else "" for k in values}
     modules = values.get("target_modules")
     if isinstance(modules, list):  # YAML list form
         if not all(isinstance(m, str) for m in modules):
-            raise TrainError(f"setting 'target_modules': expected module names (text), got {modules!r}")
+            raise TrainError(f"{where['target_modules']}field 'target_modules': expected module names (text), "
+                             f"got {modules!r}")
         values["target_modules"] = ",".join(modules)
     elif modules is not None and not isinstance(modules, str):
-        raise TrainError(f"setting 'target_modules': expected all-linear or module names, got {modules!r}")
-    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).check()
+        raise TrainError(f"{where['target_modules']}field 'target_modules': expected all-linear or module names, "
+                         f"got {modules!r}")
+    coerced = {}
+    for key, value in values.items():
+        try:
+            coerced[key] = _coerce(key, value)
+        except TrainError as err:
+            raise TrainError(f"{where[key]}{err}") from None
+    return TrainConfig(**coerced).check()
 
 
 def _coerce(name: str, value: object) -> object:
@@ -161,9 +171,9 @@ def _coerce(name: str, value: object) -> object:
     wanted = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
     kind = wanted[0]
     if isinstance(value, bool) and bool not in wanted:  # YAML `true` is no number of tokens
-        raise TrainError(f"setting '{name}': expected {kind.__name__}, got {value!r}")
+        raise TrainError(f"field '{name}': expected {kind.__name__}, got {value!r}")
     if value is None and type(None) not in typing.get_args(hint):
-        raise TrainError(f"setting '{name}': expected {kind.__name__}, got null")
+        raise TrainError(f"field '{name}': expected {kind.__name__}, got null")
     if value is None or isinstance(value, tuple(wanted)):
         return value
     try:
@@ -179,4 +189,9 @@ def _coerce(name: str, value: object) -> object:
             raise ValueError(value)
         return kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError, OverflowError):
-        raise TrainError(f"setting '{name}': expected {kind.__name__}, got {value!r}") from None
+        raise TrainError(f"field '{name}': expected {kind.__name__}, got {_shown(value)}") from None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

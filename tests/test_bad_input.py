@@ -18,11 +18,12 @@ from sde_datagen.tasks.masa import SPEC as MASA
 
 SDE = str(Path(sys.executable).parent / "sde")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+HANG_GUARD = 1800  # seconds: a last resort against a hung command, never reached by a slow one
 
 
 def sde(*args: str, cwd: Path | None = None, code: int = 2, **kw) -> str:
     """Run `sde`; assert the exit code and no traceback; return stderr's last line."""
-    done = subprocess.run([SDE, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=120, **kw)
+    done = subprocess.run([SDE, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=HANG_GUARD, **kw)
     assert done.returncode == code, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -137,13 +138,17 @@ def test_export_leaves_nothing_behind_follows_the_umask_and_survives_an_offline_
 
 def test_closed_pipe_and_ctrl_c_end_quietly(tmp_path):
     shown = subprocess.run(f"{SDE} data show --task ner --split test -n 1400 | head -n 1", shell=True,
-                           capture_output=True, text=True, env=ENV, timeout=120)
+                           capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
     assert shown.stdout.startswith("── sample 1/1400") and "Traceback" not in shown.stderr and shown.stderr == ""
     proc = subprocess.Popen([SDE, "data", "export", "--task", "ner", "--designs", "grid", "--out", str(tmp_path / "g")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(6)
+    started = time.monotonic()
+    while not any(tmp_path.iterdir()):  # interrupt once the export is writing its temp folder
+        assert proc.poll() is None, "the export ended before it wrote anything"
+        assert time.monotonic() - started < HANG_GUARD
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == "sde: interrupted"
     assert [p.name for p in tmp_path.iterdir()] == []  # the half-written export was removed
 
@@ -156,13 +161,13 @@ def test_board_rejects_a_malformed_meta_and_an_unusable_board(tmp_path):
     run.mkdir()
     (run / "results_2026-01-01T00-00-00.json").write_text(json.dumps({"results": {"sde_masa_id": []}}))
     done = subprocess.run([SDE, "board", "submit", str(run), "--meta", str(meta), "--board", str(tmp_path / "b")],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+                          capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{meta}: base_model: 'tiny' is not of type 'object'" in done.stderr
     assert f"{meta}: seed: '0' is not of type 'integer'" in done.stderr
     assert "not a submission folder" in subprocess.run(
         [SDE, "board", "validate", "--board", str(tmp_path / "b"), str(tmp_path / "nothing")],
-        capture_output=True, text=True, env=ENV, timeout=120).stdout
+        capture_output=True, text=True, env=ENV, timeout=HANG_GUARD).stdout
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -173,8 +178,8 @@ def test_board_rejects_a_malformed_meta_and_an_unusable_board(tmp_path):
     ({"lora_alpha": 0}, "--lora-alpha must be a positive number"),
     ({"warmup_ratio": -0.1}, "--warmup-ratio must be between 0 and 1"),
     ({"lora_dropout": 1.0}, "--lora-dropout must be in [0, 1)"),
-    ({"target_modules": [1, 2]}, "setting 'target_modules': expected module names"),
-    ({"max_length": True}, "setting 'max_length': expected int, got True"),
+    ({"target_modules": [1, 2]}, "field 'target_modules': expected module names"),
+    ({"max_length": True}, "field 'max_length': expected int, got True"),
 ])
 def test_train_settings_are_checked(tmp_path, settings, message):
     import argparse

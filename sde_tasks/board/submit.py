@@ -62,7 +62,7 @@ def submit(results_dir: Path, meta_path: Path, board: Path,
     meta = read_json(meta_path)
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path}: must be a JSON object")
-    if meta.get("design") in PRESETS:  # the board records variant ids, which never change meaning
+    if isinstance(meta.get("design"), str) and meta["design"] in PRESETS:  # the board records variant ids
         meta["design"] = PRESETS[meta["design"]].id
     problems = [p.replace("submission.json", str(meta_path), 1) for p in schema_errors(meta)]
     if problems:  # before anything reads the metadata's fields
