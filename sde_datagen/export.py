@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 
 from sde_datagen.design import Design
 from sde_datagen.errors import UserError
-from sde_datagen.files import umask_mode
 from sde_datagen.rationale import Overrides, rationales_for
 from sde_datagen.records import GoldRecord, load_records
 from sde_datagen.render import render_sample
 from sde_datagen.spec import TaskSpec
+from sde_files import swap_into_place, umask_mode
 
 SPLIT_FILES = {"train": ("train",), "validation": ("valid", "dev", "validation"), "test": ("test",)}
 SCHEMA = pa.schema(
@@ -162,16 +162,6 @@ def _table(samples: list, targets: list[str]) -> pa.Table:
         pa.array([loss] * n, pa.bool_()),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
-
-
-def swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def dataset_card(spec: TaskSpec, designs: list[Design], counts: dict[str, dict[str, int]], note: str = "") -> str:

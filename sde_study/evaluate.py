@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from sde_files import swap_into_place
 from sde_tasks.docstats import DocStats
 
 
@@ -108,9 +109,7 @@ def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: di
         for task in results["configs"]:
             tracker.save_results_samples(task_name=task, samples=samples[task])
         seconds = time.perf_counter() - start
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,8 +6,6 @@ Executor settings are not part of it: they change how, not what.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -18,6 +16,7 @@ import yaml
 
 from sde_datagen.design import Design, design_axes, resolve_designs
 from sde_datagen.errors import UserError
+from sde_files import write_atomic
 
 PLAN_NAME = "study.yaml"
 TASKS_DIR = "tasks"
@@ -217,17 +216,3 @@ def _type_words(kind: Any) -> str:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file through a temp file in the same folder and a rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

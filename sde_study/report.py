@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from sde_datagen.design import AXES, PRESETS
-from sde_study.plan import Plan, write_atomic
+from sde_files import write_atomic
+from sde_study.plan import Plan
 from sde_tasks import significance as sig
 
 REPORT_NAME = "REPORT.md"
@@ -230,8 +231,8 @@ def effect_lines(summary: Summary, has_base: bool) -> list[str]:
         return ["## One-factor effects", "", f"Not computed: `paper-base` ({BASE}) is not among the designs.", ""]
     metric = summary.metric
     lines = ["## One-factor effects (against paper-base)", "",
-             f"Paired on the same test documents; p: paired bootstrap; Holm p: adjusted over the effects of each task; "
-             f"verdict at α 0.05 on the Holm p. Seeds agreeing: seeds whose own Δ has the sign of the mean.", "",
+             "Paired on the same test documents; p: paired bootstrap; Holm p: adjusted over the effects of each task; "
+             "verdict at α 0.05 on the Holm p. Seeds agreeing: seeds whose own Δ has the sign of the mean.", "",
              f"| change | task | Δ{metric} | 95% CI | p | Holm p | verdict | seeds agreeing |",
              "|---|---|---|---|---|---|---|---|"]
     for e in summary.effects:
@@ -257,7 +258,7 @@ def recommendation_lines(summary: Summary) -> list[str]:
         return lines + [""]
     tied = [d for d, c in summary.versus_best.items() if c.verdict != sig.BETTER]
     if tied:
-        lines.append(f"Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
+        lines.append("Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
                      + ", ".join(f"`{short(d)}` (Δ {summary.versus_best[d].delta:+.4f}, p "
                                  f"{summary.versus_best[d].p:.3f})" for d in tied) + ".")
     else:

@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from sde_study.plan import Plan, WorkItem, write_atomic
+from sde_files import write_atomic
+from sde_study.plan import Plan, WorkItem
 from sde_study.work import RESULT, STATE
 
 RESULTS_NAME = "results.jsonl"

@@ -17,7 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sde_study.plan import Plan, WorkItem, require_plan, write_atomic
+from sde_files import write_atomic
+from sde_study.plan import Plan, WorkItem, require_plan
 
 RESULT = "result.json"
 STATE = "state.json"

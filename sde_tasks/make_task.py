@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from sde_datagen.errors import UserError
-from sde_datagen.export import SPLIT_FILES, swap_into_place, read_splits
+from sde_datagen.export import SPLIT_FILES, read_splits
+from sde_files import swap_into_place
 from sde_tasks import metrics as m
 from sde_tasks.lm_eval_hook import tasks_dir
 from sde_tasks.scoring import task_domains, user_spec

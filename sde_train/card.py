@@ -1,15 +1,13 @@
 """The adapter's model card (README.md) and its upload to the Hub."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from sde_train.config import TrainConfig
 from sde_train.errors import TrainError
-from sde_train.output import umask_mode
+from sde_files import write_atomic
 
 HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "max_steps", "lr",
                    "warmup_ratio", "weight_decay", "max_grad_norm", "batch_size", "grad_accum", "max_length",
@@ -69,11 +67,7 @@ def model_card(cfg: TrainConfig, summary: dict, designs: list[str], design_words
 
 def write_model_card(out: Path, cfg: TrainConfig, summary: dict, designs: list[str],
                      design_words: str | None) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=".README.", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(model_card(cfg, summary, designs, design_words))
-    os.chmod(tmp, umask_mode(directory=False))
-    os.replace(tmp, out / "README.md")
+    write_atomic(out / "README.md", model_card(cfg, summary, designs, design_words))
     return out / "README.md"
 
 

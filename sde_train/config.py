@@ -13,6 +13,9 @@ from pathlib import Path
 from sde_train.errors import TrainError
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """Defaults follow the SDE paper (LoRA r 8, 1 epoch, batch 4, lr 1e-4)."""
@@ -38,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     chat_template: bool = False
     gradient_checkpointing: bool = False
+    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 instructions, else fp32
     compile: bool = False
     attn_implementation: str | None = None  # None: flash_attention_2 on CUDA when installed, else sdpa
     save_steps: int = 100
@@ -65,6 +69,8 @@ class TrainConfig:
                 raise TrainError(f"--{name.replace('_', '-')} must be between {low} and {high}, not {value}")
         if not 0 <= self.lora_dropout < 1:  # also false for nan
             raise TrainError(f"--lora-dropout must be in [0, 1), not {self.lora_dropout}")
+        if self.precision not in PRECISIONS:
+            raise TrainError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if not [m for m in self.target_modules.split(",") if m.strip()]:
             raise TrainError("--target-modules: give all-linear or comma-separated module names")
         return self
@@ -107,6 +113,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--no-chat-template", dest="chat_template", action="store_false", default=S,
       help="train on prompt + completion + EOS as plain text (default)")
     p("--gradient-checkpointing", action="store_true", default=S, help="recompute activations (less memory)")
+    p("--precision", choices=PRECISIONS, default=S,
+      help="auto (default): bf16 weights and autocast on CUDA and on CPUs with bf16 instructions (AVX512_BF16, AMX), "
+           "else fp32; LoRA weights and optimizer state stay fp32")
     p("--compile", action="store_true", default=S, help="torch.compile the model")
     p("--attn-implementation", default=S, help="sde_varlen_sdpa (per-sample SDPA; default without flash-attn), "
       "flash_attention_2 (default on GPU when installed), sdpa, eager")

@@ -15,13 +15,13 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sde_files import follow_umask, swap_into_place
 from sde_train.errors import TrainError
 
 MARKER = "sde_model.json"  # what was converted from which file; its presence means "verified and complete"
@@ -117,21 +117,10 @@ def fetch_model(name: str, out: str | Path, overwrite: bool = False) -> Path:
                   "source_sha256": sha, "license": model.license, "checks": checks, "files": files}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         follow_umask(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def follow_umask(folder: Path) -> None:
-    """mkdtemp and some writers create owner-only modes; the folder gets what a plain mkdir would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-    for path in folder.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def convert(source: Path, out: Path) -> dict:

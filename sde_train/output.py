@@ -33,10 +33,3 @@ def prepare_output(out: Path, checkpoints: Path, has_checkpoint: bool, resume: b
         raise TrainError(f"--output {out}: cannot write in {existing} (permission denied)")
     if main and overwrite and not resume:
         shutil.rmtree(checkpoints, ignore_errors=True)  # an earlier run's checkpoints must not be resumed into this one
-
-
-def umask_mode(directory: bool) -> int:
-    """The mode a plain mkdir/open would give; temp files (0o600) get it before they are renamed into place."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,8 @@ from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
 from sde_train.errors import TrainError
-from sde_train.output import prepare_output, umask_mode
+from sde_files import write_atomic
+from sde_train.output import prepare_output
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LOG_NAME = "training_log.jsonl"
@@ -90,19 +91,18 @@ def setup_distributed() -> Dist:
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """Base model (bf16 on CUDA, fp32 on CPU) with LoRA adapters (fp32) on `target_modules`."""
+    """Base model (bf16 where --precision resolves to it, else fp32) with LoRA adapters (fp32) on `target_modules`."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from sde_train.lora import fuse_lora_layers
 
-    cuda = device.type == "cuda"
-    attn = cfg.attn_implementation or _default_attention(cuda, cfg.compile)
+    attn = cfg.attn_implementation or _default_attention(device.type == "cuda", cfg.compile)
     if attn == VARLEN_SDPA:
         register_varlen()
     try:
         base = AutoModelForCausalLM.from_pretrained(
-            cfg.model, dtype=torch.bfloat16 if cuda else torch.float32, attn_implementation=attn)
+            cfg.model, dtype=compute_dtype(cfg.precision, device) or torch.float32, attn_implementation=attn)
     except (OSError, ValueError) as err:
         raise TrainError(f"cannot load model {cfg.model!r}: {err}") from err
     base.config.use_cache = False
@@ -114,11 +114,25 @@ def build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     try:
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, lora, autocast_adapter_dtype=True)  # adapter weights in fp32
     except ValueError as err:
         raise TrainError(f"LoRA setup failed (--target-modules {cfg.target_modules!r}): {err}") from err
     fuse_lora_layers(model)
     return model.to(device).train()
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 matmuls in hardware: AVX512_BF16 or AMX (elsewhere bf16 on CPU is emulated and slow)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for the frozen weights and autocast, or None for fp32: `auto` takes bf16 on CUDA and on CPUs with
+    bf16 instructions. LoRA weights, gradients and the optimizer state stay fp32 either way."""
+    supported = device.type == "cuda" or cpu_has_bf16()
+    if precision == "bf16" and not supported:
+        raise TrainError("--precision bf16: this CPU has no bf16 instructions (AVX512_BF16 or AMX); use fp32")
+    return torch.bfloat16 if precision != "fp32" and supported else None
 
 
 def _default_attention(cuda: bool, compile: bool) -> str:
@@ -156,19 +170,73 @@ def peak_memory(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+@dataclass
+class Data:
+    """The training samples, tokenized, and the order the steps draw them in."""
+
+    rows: list[dict]
+    samples: list
+    plan: DataPlan
+    total: int  # optimizer steps
+    fingerprint: str
+
+
+@dataclass
+class Trainable:
+    """What a step updates and a checkpoint saves: the adapted model, its optimizer and schedule."""
+
+    peft_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What a checkpoint must share with the run that resumes it (saved and compared whole)."""
+
+    config_fingerprint: str
+    data_fingerprint: str
+    world_size: int
+
+
+@dataclass
+class Window:
+    """Loss and token counts since the last log line, and totals for the summary."""
+
+    sums: torch.Tensor  # loss sum, loss tokens, real tokens
+    start: float
+    final_loss: float = float("nan")
+    tokens_per_s: float = 0.0
+    tokens: int = 0
+    loss_tokens: int = 0
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train one adapter; returns a summary (output, steps, final_loss, tokens_per_s)."""
-    from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
-
     dist = setup_distributed()
     device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     out = Path(cfg.output)
-    ckpt_root = out / CKPT_DIR
-    last_ckpt = latest_checkpoint(ckpt_root)
-    prepare_output(out, ckpt_root, last_ckpt is not None, cfg.resume, cfg.overwrite, dist.main)
-    if cfg.overwrite and not cfg.resume:
-        last_ckpt = None
+    last_ckpt = prepare_run(cfg, out, dist)
+    data = setup_data(cfg, dist)
+    peft_model = build_model(cfg, device)
+    parts = Trainable(peft_model, *setup_optimizer(cfg, peft_model, device, data.total))
+    loss_model, ddp = wrap_loss(cfg, parts.peft_model, dist, device)
+    key = RunKey(cfg.fingerprint(), data.fingerprint, dist.world_size)
+    start = load_checkpoint(last_ckpt, parts, key) if cfg.resume and last_ckpt is not None else 0
+    window = run_steps(cfg, data, parts, loss_model, ddp, key, dist, device, start)
+    return finish(cfg, data, parts, window, dist)
+
+
+def prepare_run(cfg: TrainConfig, out: Path, dist: Dist) -> Path | None:
+    """Refuse an unusable --output before any work; the checkpoint to resume from, if any."""
+    last_ckpt = latest_checkpoint(out / CKPT_DIR)
+    prepare_output(out, out / CKPT_DIR, last_ckpt is not None, cfg.resume, cfg.overwrite, dist.main)
+    return None if cfg.overwrite and not cfg.resume else last_ckpt
+
+
+def setup_data(cfg: TrainConfig, dist: Dist) -> Data:
+    """Load and tokenize the variant's rows; refuse samples that --max-length cuts before any loss token."""
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
@@ -187,13 +255,22 @@ def train(cfg: TrainConfig) -> dict:
     if cut and dist.main:
         print(f"sde train: warning: {cut} of {len(samples)} samples were longer than --max-length "
               f"{cfg.max_length} and were cut at the end", file=sys.stderr)
-    fingerprint = data_fingerprint(rows)
     plan = DataPlan(len(samples), cfg.batch_size, cfg.grad_accum, dist.world_size, cfg.seed)
-    total = plan.total_steps(cfg.epochs, cfg.max_steps)
+    return Data(rows, samples, plan, plan.total_steps(cfg.epochs, cfg.max_steps), data_fingerprint(rows))
 
-    peft_model = build_model(cfg, device)
+
+def setup_optimizer(cfg: TrainConfig, peft_model: nn.Module, device: torch.device,
+                    total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW on the trainable (LoRA) parameters; linear warm-up, then linear decay."""
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, math.ceil(cfg.warmup_ratio * total)))
+    return optimizer, scheduler
+
+
+def wrap_loss(cfg: TrainConfig, peft_model: nn.Module, dist: Dist, device: torch.device):
+    """The loss module the steps call: DDP around it on several processes, torch.compile on request."""
     loss_model: nn.Module = CausalLMLoss(peft_model)
-    varlen = peft_model.get_base_model().config._attn_implementation == VARLEN_SDPA
     ddp = None
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -202,86 +279,106 @@ def train(cfg: TrainConfig) -> dict:
             loss_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     if cfg.compile:
         loss_model = torch.compile(loss_model, dynamic=True)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, math.ceil(cfg.warmup_ratio * total)))
+    return loss_model, ddp
 
-    start = 0
-    if cfg.resume and last_ckpt is not None:
-        start = load_checkpoint(last_ckpt, peft_model, optimizer, scheduler, cfg, fingerprint, dist.world_size)
+
+def run_steps(cfg: TrainConfig, data: Data, parts: Trainable, loss_model: nn.Module, ddp, key: RunKey, dist: Dist,
+              device: torch.device, start: int) -> Window:
+    """The loop: one optimizer step per iteration, a log line every --logging-steps, a checkpoint every --save-steps."""
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.output)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         log = open_log(out / LOG_NAME, keep_until=start)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-
-    bar = tqdm(total=total, initial=start, desc="sde train", disable=not dist.main, dynamic_ncols=True)
-    window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, loss tokens, real tokens
-    window_start, final_loss, tokens_per_s = time.perf_counter(), float("nan"), 0.0
-    loop_start, tokens_seen, loss_tokens_seen = window_start, 0, 0
-    for step in range(start, total):
-        torch.manual_seed(step_seed(cfg.seed, step, dist.rank))
-        micro = [[samples[i] for i in idx] for idx in plan.micro_batches(step, dist.rank)]
-        counts = torch.tensor([sum(count_loss_tokens(m) for m in micro), sum(len(s.ids) for m in micro for s in m)],
-                              dtype=torch.float64, device=device)
-        if ddp is not None:
-            torch.distributed.all_reduce(counts)
-        scale = (dist.world_size / counts[0].clamp(min=1.0)).float()  # DDP averages gradients over ranks
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for k, group in enumerate(micro):
-            batch = pack(group).to(device)
-            sync = ddp is None or k == len(micro) - 1
-            with contextlib.nullcontext() if sync else ddp.no_sync():
-                with autocast:
-                    token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index,
-                                            batch.targets, batch.seq_bounds if varlen else None)
-                (token_loss.sum() * scale).backward()
-            loss_sum += token_loss.detach().sum().double()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ddp is not None:
-            torch.distributed.all_reduce(loss_sum)
-        window += torch.stack([loss_sum, counts[0], counts[1]])
+    dtype = compute_dtype(cfg.precision, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    varlen = parts.peft_model.get_base_model().config._attn_implementation == VARLEN_SDPA
+    bar = tqdm(total=data.total, initial=start, desc="sde train", disable=not dist.main, dynamic_ncols=True)
+    window = Window(torch.zeros(3, dtype=torch.float64, device=device), time.perf_counter())
+    loop_start = window.start
+    for step in range(start, data.total):
+        lr = train_step(cfg, data, parts, loss_model, ddp, dist, device, step, autocast, varlen, window)
         done = step + 1
-        if done % cfg.logging_steps == 0 or done == total:
-            loss_s, loss_n, n_tok = window.tolist()  # syncs the device: timings below are real
-            tokens_seen, loss_tokens_seen = tokens_seen + int(n_tok), loss_tokens_seen + int(loss_n)
-            now = time.perf_counter()
-            final_loss = loss_s / max(loss_n, 1.0)
-            tokens_per_s = n_tok / max(now - window_start, 1e-9)
-            window.zero_()
-            window_start = now
+        if done % cfg.logging_steps == 0 or done == data.total:
+            record = close_window(window, done, lr, device)
             if dist.main:
-                record = {"step": done, "loss": round(final_loss, 6), "lr": lr,
-                          "tokens_per_s": round(tokens_per_s, 1), "peak_memory": peak_memory(device)}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+                bar.set_postfix(loss=f"{window.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{window.tokens_per_s:,.0f}")
         bar.update(1)
-        if done % cfg.save_steps == 0 and done < total:
+        if done % cfg.save_steps == 0 and done < data.total:
             if dist.main:
-                save_checkpoint(ckpt_root, done, peft_model, optimizer, scheduler, cfg, fingerprint, dist.world_size)
+                save_checkpoint(out / CKPT_DIR, done, parts, key)
             _barrier(dist)
     bar.close()
-
-    summary = {"output": str(out), "steps": total, "final_loss": final_loss, "tokens_per_s": tokens_per_s,
-               "tokens": tokens_seen, "loss_tokens": loss_tokens_seen,
-               "train_seconds": time.perf_counter() - loop_start,
-               "samples": len(samples), "data_fingerprint": fingerprint,
-               "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in rows})}
     if dist.main:
         log.close()
+    window.start = loop_start  # finish() reports the loop's wall time
+    return window
+
+
+def train_step(cfg: TrainConfig, data: Data, parts: Trainable, loss_model: nn.Module, ddp, dist: Dist,
+               device: torch.device, step: int, autocast, varlen: bool, window: Window) -> float:
+    """One optimizer step over this step's micro-batches; adds its loss and tokens to `window`; returns its lr."""
+    torch.manual_seed(step_seed(cfg.seed, step, dist.rank))
+    micro = [[data.samples[i] for i in idx] for idx in data.plan.micro_batches(step, dist.rank)]
+    counts = torch.tensor([sum(count_loss_tokens(m) for m in micro), sum(len(s.ids) for m in micro for s in m)],
+                          dtype=torch.float64, device=device)
+    if ddp is not None:
+        torch.distributed.all_reduce(counts)
+    scale = (dist.world_size / counts[0].clamp(min=1.0)).float()  # DDP averages gradients over ranks
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for k, group in enumerate(micro):
+        batch = pack(group).to(device)
+        sync = ddp is None or k == len(micro) - 1
+        with contextlib.nullcontext() if sync else ddp.no_sync():
+            with autocast:
+                token_loss = loss_model(batch.input_ids, batch.position_ids, batch.hidden_index,
+                                        batch.targets, batch.seq_bounds if varlen else None)
+            (token_loss.sum() * scale).backward()
+        loss_sum += token_loss.detach().sum().double()
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in parts.optimizer.param_groups for p in g["params"]],
+                                       cfg.max_grad_norm)
+    parts.optimizer.step()
+    lr = parts.scheduler.get_last_lr()[0]
+    parts.scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if ddp is not None:
+        torch.distributed.all_reduce(loss_sum)
+    window.sums += torch.stack([loss_sum, counts[0], counts[1]])
+    return lr
+
+
+def close_window(window: Window, done: int, lr: float, device: torch.device) -> dict:
+    """The log record of the steps since the last one; resets the window."""
+    loss_s, loss_n, n_tok = window.sums.tolist()  # syncs the device: timings below are real
+    window.tokens, window.loss_tokens = window.tokens + int(n_tok), window.loss_tokens + int(loss_n)
+    now = time.perf_counter()
+    window.final_loss = loss_s / max(loss_n, 1.0)
+    window.tokens_per_s = n_tok / max(now - window.start, 1e-9)
+    window.sums.zero_()
+    window.start = now
+    return {"step": done, "loss": round(window.final_loss, 6), "lr": lr,
+            "tokens_per_s": round(window.tokens_per_s, 1), "peak_memory": peak_memory(device)}
+
+
+def finish(cfg: TrainConfig, data: Data, parts: Trainable, window: Window, dist: Dist) -> dict:
+    """The adapter, its model card and (on request) the upload; checkpoints removed; the run's summary."""
+    out = Path(cfg.output)
+    summary = {"output": str(out), "steps": data.total, "final_loss": window.final_loss,
+               "tokens_per_s": window.tokens_per_s, "tokens": window.tokens, "loss_tokens": window.loss_tokens,
+               "train_seconds": time.perf_counter() - window.start, "samples": len(data.samples),
+               "data_fingerprint": data.fingerprint,
+               "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in data.rows})}
+    if dist.main:
         from sde_train.card import push_to_hub, write_model_card
 
-        save_adapter(peft_model, out)
-        write_model_card(out, cfg, summary, sorted({r.get("design") for r in rows if r.get("design")}),
+        save_adapter(parts.peft_model, out)
+        write_model_card(out, cfg, summary, sorted({r.get("design") for r in data.rows if r.get("design")}),
                          read_design_words(cfg.dataset, cfg.config))
-        shutil.rmtree(ckpt_root, ignore_errors=True)
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
         if cfg.push_to_hub:
             summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, cfg.private)
     _barrier(dist)
@@ -306,16 +403,8 @@ def open_log(path: Path, keep_until: int):
     if path.exists() and keep_until > 0:
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line)["step"] <= keep_until]
-    _write_atomic(path, "".join(line + "\n" for line in kept))
+    write_atomic(path, "".join(line + "\n" for line in kept))
     return path.open("a", encoding="utf-8")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, umask_mode(directory=False))
-    os.replace(tmp, path)
 
 
 def save_adapter(peft_model: nn.Module, out: Path) -> None:
@@ -335,8 +424,7 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, cfg: TrainConfig,
-                    fingerprint: str, world_size: int) -> Path:
+def save_checkpoint(root: Path, step: int, parts: Trainable, key: RunKey) -> Path:
     """Adapter + optimizer + scheduler + position, in a temp dir renamed to step-N when complete.
 
     The data position is the step (the plan is a function of seed and step) and the RNG is
@@ -347,13 +435,11 @@ def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, cfg
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(parts.peft_model).items()}
     save_file(state, tmp / "adapter_model.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps({
-        "step": step, "config_fingerprint": cfg.fingerprint(), "data_fingerprint": fingerprint,
-        "world_size": world_size}), encoding="utf-8")
+    torch.save(parts.optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(parts.scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **asdict(key)}), encoding="utf-8")
     final = root / f"step-{step:08d}"
     os.replace(tmp, final)
     for old in root.glob("step-*"):
@@ -362,24 +448,23 @@ def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, cfg
     return final
 
 
-def load_checkpoint(path: Path, peft_model, optimizer, scheduler, cfg: TrainConfig, fingerprint: str,
-                    world_size: int) -> int:
-    """Restore a checkpoint written by the same run settings; returns the step to continue from."""
+def load_checkpoint(path: Path, parts: Trainable, key: RunKey) -> int:
+    """Restore a checkpoint written by a run with the same key; returns the step to continue from."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    if state["config_fingerprint"] != cfg.fingerprint():
+    saved = RunKey(**{f: state[f] for f in RunKey.__dataclass_fields__})
+    if saved.config_fingerprint != key.config_fingerprint:
         raise TrainError(f"--resume: {path} was written with other training settings; "
                          "resume with the same settings or choose another --output")
-    if state["data_fingerprint"] != fingerprint:
+    if saved.data_fingerprint != key.data_fingerprint:
         raise TrainError(f"--resume: the dataset changed since step {state['step']} (checkpoint {path}); "
                          "train into a new --output, or --overwrite to start over")
-    if state["world_size"] != world_size:
-        raise TrainError(f"--resume: {path} was written by {state['world_size']} process(es), not {world_size}")
-    device = next(peft_model.parameters()).device
-    set_peft_model_state_dict(peft_model, load_file(path / "adapter_model.safetensors", device=str(device)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if saved.world_size != key.world_size:
+        raise TrainError(f"--resume: {path} was written by {saved.world_size} process(es), not {key.world_size}")
+    device = next(parts.peft_model.parameters()).device
+    set_peft_model_state_dict(parts.peft_model, load_file(path / "adapter_model.safetensors", device=str(device)))
+    parts.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    parts.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return int(state["step"])
-

@@ -18,7 +18,7 @@ from sde_datagen.cli import main
 from sde_tasks import metrics as m
 from sde_tasks.make_task import write_task_folder
 from sde_tasks.tasks.utils import UserTask
-from test_tasks_lm_eval import BIN, FAST, results_and_samples, run
+from test_tasks_lm_eval import BIN, results_and_samples, run
 
 FAMILY_METRICS = {"classification": m.CLASSIFICATION_METRICS, "extraction": m.EXTRACTION_METRICS}
 

@@ -21,7 +21,7 @@ def test_reexport_in_place_then_train_uses_the_new_rows(tiny_model_dir, tmp_path
     from sde_train.config import TrainConfig
     from sde_train.data import data_fingerprint, load_rows
     from sde_train.errors import TrainError
-    from sde_train.trainer import build_model, save_checkpoint, train
+    from sde_train.trainer import RunKey, Trainable, build_model, save_checkpoint, train
 
     out = tmp_path / "fpz"
     export(out, 0)
@@ -44,6 +44,7 @@ def test_reexport_in_place_then_train_uses_the_new_rows(tiny_model_dir, tmp_path
     model = build_model(resumed, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    save_checkpoint(tmp_path / "resume" / "checkpoints", 1, model, opt, sched, resumed, data_fingerprint(old_rows), 1)
+    save_checkpoint(tmp_path / "resume" / "checkpoints", 1, Trainable(model, opt, sched),
+                    RunKey(resumed.fingerprint(), data_fingerprint(old_rows), 1))
     with pytest.raises(TrainError, match="the dataset changed since step 1"):
         train(resumed)

@@ -123,9 +123,9 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
     assert "| `first-nomi-lines-pu-text-none` (es-sde) |" in report and "| 2 |" in report  # design row, 2 seeds
-    for signal in ("zero-shot", "in-context", "prompt perplexity", "output perplexity"):
-        assert f"| {signal} | " in report  # its Kendall τ / Spearman ρ row
-        assert (uninterrupted / "plots" / f"signal-{signal.replace(' ', '-')}.png").stat().st_size > 0
+    for name in ("zero-shot", "in-context", "prompt perplexity", "output perplexity"):
+        assert f"| {name} | " in report  # its Kendall τ / Spearman ρ row
+        assert (uninterrupted / "plots" / f"signal-{name.replace(' ', '-')}.png").stat().st_size > 0
     refused = run([*SDE, "study", "submit", str(uninterrupted), "--board", str(tmp_path / "board")])
     assert refused.returncode == 1
     assert refused.stdout.count("refused: evaluated on the first 3 test documents (--eval-limit)") == 4

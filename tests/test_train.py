@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors.torch import load_file
 from conftest import MI, NOMI, masa_rows, write_dataset
 
 from sde_train.config import TrainConfig, add_train_arguments, config_from_args
@@ -18,8 +19,9 @@ from sde_train.errors import TrainError
 
 
 def make_cfg(model: Path, dataset: Path, output: Path, **kw) -> TrainConfig:
+    """fp32 unless asked: these tests compare the loop's math with hand computations to 1e-5."""
     base = dict(model=str(model), dataset=str(dataset), config=NOMI, output=str(output), max_steps=2,
-                batch_size=4, save_steps=1000)
+                batch_size=4, save_steps=1000, precision="fp32")
     base.update(kw)
     return TrainConfig(**base).check()
 
@@ -181,7 +183,6 @@ def trained(tiny_model_dir, tiny_dataset_dir, tmp_path_factory) -> Path:
 
 def test_output_is_a_peft_adapter_with_a_log(trained, tiny_model_dir):
     from peft import PeftModel
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     assert {p.name for p in trained.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
@@ -290,3 +291,27 @@ def test_design_words_come_from_the_dataset_card(tmp_path):
     assert read_design_words(str(tmp_path), NOMI) == "instruction before the input; loss on the completion only"
     assert read_design_words(str(tmp_path), "other") is None
     assert read_design_words(str(tmp_path / "missing"), NOMI) is None
+
+
+@pytest.mark.skipif(not __import__("sde_train.trainer", fromlist=["x"]).cpu_has_bf16(),
+                    reason="this CPU has no bf16 instructions: --precision auto is fp32 here")
+def test_bf16_on_cpu_keeps_lora_and_optimizer_in_fp32_and_tracks_fp32(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    """--precision auto is bf16 on a CPU with bf16 instructions: frozen weights bf16, LoRA weights, their
+    gradients and Adam's state fp32, and the loss of the same steps close to the fp32 run's."""
+    from sde_train.trainer import Trainable, build_model, compute_dtype, setup_optimizer, train
+
+    cfg = make_cfg(tiny_model_dir, tiny_dataset_dir, tmp_path / "bf16", precision="auto", max_steps=4, lr=1e-3)
+    assert compute_dtype(cfg.precision, torch.device("cpu")) == torch.bfloat16
+    model = build_model(cfg, torch.device("cpu"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert any(p.dtype == torch.bfloat16 for p in frozen)
+    parts = Trainable(model, *setup_optimizer(cfg, model, torch.device("cpu"), 4))
+    assert parts.optimizer.param_groups[0]["params"][0].dtype == torch.float32
+    train(cfg)
+    train(make_cfg(tiny_model_dir, tiny_dataset_dir, tmp_path / "fp32", max_steps=4, lr=1e-3))
+    bf16, fp32 = read_log(tmp_path / "bf16"), read_log(tmp_path / "fp32")
+    for a, b in zip(bf16, fp32):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.02)
+    assert "bfloat16" not in str({k: v.dtype for k, v in load_file(tmp_path / "bf16" / "adapter_model.safetensors").items()})

@@ -99,17 +99,18 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tiny_dataset_
 def test_resume_with_other_settings_is_refused(tiny_model_dir, tiny_dataset_dir, tmp_path):
     from sde_train.config import TrainConfig
     from sde_train.errors import TrainError
-    from sde_train.trainer import build_model, load_checkpoint, save_checkpoint
+    from sde_train.trainer import RunKey, Trainable, build_model, load_checkpoint, save_checkpoint
 
     cfg = TrainConfig(model=str(tiny_model_dir), dataset=str(tiny_dataset_dir), config=NOMI,
                       output=str(tmp_path), max_steps=4)
     model = build_model(cfg, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    ckpt = save_checkpoint(tmp_path / "checkpoints", 2, model, opt, sched, cfg, "data", 1)
-    assert load_checkpoint(ckpt, model, opt, sched, cfg, "data", 1) == 2
+    parts = Trainable(model, opt, sched)
+    ckpt = save_checkpoint(tmp_path / "checkpoints", 2, parts, RunKey(cfg.fingerprint(), "data", 1))
+    assert load_checkpoint(ckpt, parts, RunKey(cfg.fingerprint(), "data", 1)) == 2
     other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3})
     with pytest.raises(TrainError, match="other training settings"):
-        load_checkpoint(ckpt, model, opt, sched, other, "data", 1)
+        load_checkpoint(ckpt, parts, RunKey(other.fingerprint(), "data", 1))
     with pytest.raises(TrainError, match="dataset changed"):
-        load_checkpoint(ckpt, model, opt, sched, cfg, "other data", 1)
+        load_checkpoint(ckpt, parts, RunKey(cfg.fingerprint(), "other data", 1))

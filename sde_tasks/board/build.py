@@ -19,7 +19,7 @@ from typing import Any
 
 from sde_datagen.design import AXES, Design, design_axes
 from sde_datagen.errors import UserError
-from sde_datagen.files import umask_mode
+from sde_files import swap_into_place, umask_mode, write_atomic
 from sde_tasks.board.rows import FORMAT_ERROR, Row, TaskBoard, best_values, is_best
 from sde_tasks.board.samples import recomputed_stats
 from sde_tasks.docstats import DocStats
@@ -226,18 +226,6 @@ def readme_section(boards: list[TaskBoard], n_submissions: int) -> str:
     return "\n\n".join(parts)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, umask_mode(directory=False))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def updated_readme(current: str | None, section: str) -> str:
     """The README with the text between the board markers replaced (a new one when there is none)."""
     block = f"{README_BEGIN}\n{section}\n{README_END}"
@@ -272,13 +260,7 @@ def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
             ]
         (tmp / "index.html").write_text(render_page(boards, plots, AXES), encoding="utf-8")
         os.chmod(tmp, umask_mode(directory=True))
-        old = None
-        if site.exists():
-            old = board_dir / f".site.old.{os.getpid()}"
-            site.rename(old)
-        tmp.rename(site)
-        if old is not None:
-            shutil.rmtree(old)
+        swap_into_place(tmp, site)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -294,5 +276,5 @@ def build(board_dir: Path) -> tuple[Path, Path, int]:
     current = readme.read_text(encoding="utf-8") if readme.exists() else None
     new_readme = updated_readme(current, readme_section(boards, n_submissions))
     page = write_site(board_dir, boards)
-    write_text_atomic(readme, new_readme)
+    write_atomic(readme, new_readme)
     return readme, page, n_submissions

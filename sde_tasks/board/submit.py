@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sde_datagen.errors import UserError
-from sde_datagen.files import umask_mode
+from sde_files import umask_mode
 from sde_tasks.board.store import META_NAME, RESULTS_NAME, SUBMISSIONS_DIR, read_json, samples_name, schema_errors
 from sde_tasks.board.user_task import carry_specs
 from sde_tasks.board.validate import validate_board
