@@ -11,8 +11,8 @@ import json
 import json.scanner
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from functools import lru_cache
+from typing import NamedTuple, Protocol
 
 from sde_datagen.design import Design
 from sde_datagen.records import Targets
@@ -58,6 +58,34 @@ class _Item(NamedTuple):
     value: object  # str for natural/lines, a JSON value for json/heuristic
 
 
+class Reading(NamedTuple):
+    """What a task family reads from an output's items: values per target, the format errors on the way,
+    and (extraction) (key, span) items of unknown types."""
+
+    values: dict
+    errors: list[FormatError]
+    stray: list[tuple[str, str]]
+
+
+class TaskFamily(Protocol):
+    """What a codec needs of a task family (classification: one label per target; extraction: spans per type)."""
+
+    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
+        """(target name, key as written, value) for every target an output lists."""
+
+    def value_text(self, value: object, sep: str) -> str:
+        """A value as natural/lines text."""
+
+    def json_value(self, value: object) -> object:
+        """A value as a JSON value."""
+
+    def read(self, items: list[_Item], soft: bool) -> Reading:
+        """Values per target from an output's items."""
+
+    def fill(self, values: dict) -> Targets:
+        """Every target, absent ones given the family's empty value."""
+
+
 class Codec:
     """render/parse for one (task spec, design); built once per pair, see `get_codec`."""
 
@@ -77,7 +105,7 @@ class Codec:
         self._soft_kv = tuple(dict.fromkeys((self.kv, self.kv.strip(), "：", ":")))
         numeric = design.labels == "numeric"
         if spec.family == "classification":
-            self._family: _Classification | _Extraction = _Classification(spec, numeric)
+            self._family: TaskFamily = _Classification(spec, numeric)
         else:
             spans_re = re.compile(r"(?<! )" + re.escape(self.spans_sep))
             self._family = _Extraction(spec, numeric, spans_re, repeats=design.format == "heuristic")
@@ -130,8 +158,8 @@ class Codec:
             items = self._json_items(text, errors, soft)
         else:
             items = self._text_items(text, errors, soft)
-        stray: list[tuple[str, str]] = []
-        values = self._family.read(items, errors, soft, stray)
+        values, found_errors, stray = self._family.read(items, soft)
+        errors += found_errors
         if self.listed:
             missing = [name for name in self.spec.target_names if name not in values]
             if missing:
@@ -165,15 +193,19 @@ class Codec:
 
     def _mask_rationales(self, text: str) -> str:
         """Each `open … close` on one line becomes MASK, in one pass: a regex `open.*?close` takes
-        quadratic time on outputs with many opens and no close (44 s for 80 kB)."""
-        parts, at, search, close_at, newline_at = [], 0, 0, -2, -2
+        quadratic time on outputs with many opens and no close (44 s for 80 kB). The next close and
+        the next newline are looked up again only once an open lies past them (None: not yet looked
+        up; -1 is str.find's "none left")."""
+        parts, at, search = [], 0, 0
+        close_at: int | None = None
+        newline_at: int | None = None
         while (start := text.find(self.open, search)) != -1:
             body = start + len(self.open)
-            if -1 < close_at < body or close_at == -2:
+            if close_at is None or -1 < close_at < body:
                 close_at = text.find(self.close, body)
             if close_at == -1:
                 break
-            if -1 < newline_at < body or newline_at == -2:
+            if newline_at is None or -1 < newline_at < body:
                 newline_at = text.find("\n", body)
             if -1 < newline_at < close_at:  # no close on this line: the next open can only be on a later one
                 search = newline_at + 1
@@ -266,8 +298,9 @@ class _Classification:
                 return name
         return None
 
-    def read(self, items: list[_Item], errors: list[FormatError], soft: bool, stray: list) -> dict[str, str]:
+    def read(self, items: list[_Item], soft: bool) -> Reading:
         values: dict[str, str] = {}
+        errors: list[FormatError] = []
         for item in items:
             key = item.key
             name = key if key in self.names else None
@@ -288,7 +321,7 @@ class _Classification:
                 if label is None:
                     label = self.absent
             values[name] = label
-        return values
+        return Reading(values, errors, [])
 
     def fill(self, values: dict[str, str]) -> dict[str, str]:
         return {name: values.get(name, self.absent) for name in self.names}
@@ -320,9 +353,11 @@ class _Extraction:
     def json_value(self, value: object) -> object:
         return value
 
-    def read(self, items: list[_Item], errors: list[FormatError], soft: bool, stray: list) -> dict[str, list[str]]:
+    def read(self, items: list[_Item], soft: bool) -> Reading:
         """Spans per type. A model's repeated spans are kept: the paper counts repeats as false positives."""
         values: dict[str, list[str]] = {}
+        errors: list[FormatError] = []
+        stray: list[tuple[str, str]] = []
         for item in items:
             found = self._spans(item.value)
             if found is None:
@@ -345,7 +380,7 @@ class _Extraction:
                     spans.append(span)
                 else:
                     errors.append(FormatError("empty_span", f"an empty span for '{name}'"))
-        return values
+        return Reading(values, errors, stray)
 
     def _spans(self, value: object) -> list[str] | None:
         if isinstance(value, str):

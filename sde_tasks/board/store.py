@@ -60,16 +60,22 @@ def schema_errors(meta: Any) -> list[str]:
     ]
 
 
-def metric_values(task_results: dict[str, Any]) -> dict[str, float]:
-    """lm-eval's `{"kappa,none": 0.5, "kappa_stderr,none": "N/A", "alias": …}` -> `{"kappa": 0.5}`.
+def metric_values(task_results: dict[str, Any], numbers_only: bool = True) -> dict[str, Any]:
+    """lm-eval's `{"kappa,none": 0.5, "kappa_stderr,none": "N/A", "alias": …}` -> `{"kappa": 0.5}`: the one
+    reader of lm-eval's metric keys.
 
-    Only the unfiltered ("none") values: the sde tasks score the raw generation, with no filter.
+    Only the unfiltered ("none") values: the sde tasks score the raw generation, with no filter. With
+    `numbers_only=False` a value of another type is kept as it is (validation reports it).
     """
     values = {}
     for key, value in task_results.items():
         metric, _, filter_name = key.rpartition(",")
-        if filter_name == "none" and not metric.endswith("_stderr") and isinstance(value, (int, float)):
+        if filter_name != "none" or metric.endswith("_stderr"):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             values[metric] = float(value)
+        elif not numbers_only:
+            values[metric] = value
     return values
 
 

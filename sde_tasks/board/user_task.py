@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sde_datagen.errors import UserError
-from sde_tasks.board.store import spec_name
+from sde_tasks.board.store import metric_values, spec_name
 
 
 def check_user_task(path: Path, results: dict[str, Any], task: str, design: str, failures: list[str]) -> str | None:
@@ -95,8 +95,7 @@ def check_user_task(path: Path, results: dict[str, Any], task: str, design: str,
     directions = {name: name != "format_error_rate" for name in family}
     if (results.get("higher_is_better") or {}).get(task) != directions:
         failures.append(f"task {task}: higher_is_better is not the task's {directions!r}")
-    reported = {k.rpartition(",")[0]: v for k, v in ((results.get("results") or {}).get(task) or {}).items()
-                if k.endswith("," + FILTER) and "_stderr" not in k}
+    reported = metric_values((results.get("results") or {}).get(task) or {}, numbers_only=False)
     values = aggregate([user.process_results(doc, [p]) for doc, p in zip(docs, predictions)], spec)
     for metric, value in values.items():
         got = reported.get(metric)

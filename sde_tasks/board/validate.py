@@ -25,7 +25,8 @@ from sde_tasks.board.installed import expected_docs, installed_tasks, recompute
 from sde_tasks.board.prompts import chat_settings, prompt_failures
 from sde_tasks.board.samples import FILTER, TOLERANCE, doc_ids, prediction, read_samples, same_number
 from sde_tasks.board.store import (
-    META_NAME, RESULTS_NAME, Submission, load_submission, results_shape_errors, samples_name, schema_errors,
+    META_NAME, RESULTS_NAME, Submission, load_submission, metric_values, results_shape_errors, samples_name,
+    schema_errors,
     spec_name, submission_dirs,
 )
 from sde_tasks.board.user_task import check_user_task
@@ -148,11 +149,7 @@ def _check_task(sub: Submission, task: str, design: str, failures: list[str]) ->
     if missing or unknown or repeated or changed or unreadable or filters:
         return fingerprint
 
-    reported = {}
-    for key, value in reported_results.items():
-        metric, _, filter_name = key.rpartition(",")
-        if filter_name == FILTER and not metric.endswith("_stderr"):
-            reported[metric] = value
+    reported = metric_values(reported_results, numbers_only=False)
     unknown_metrics = sorted(set(reported) - set(installed.higher_is_better))
     if unknown_metrics:
         failures.append(f"task {task}: reports metric(s) the task pack does not compute: {', '.join(unknown_metrics)}")
