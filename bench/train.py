@@ -1,8 +1,9 @@
 """`sde train`'s loop vs TRL's SFTTrainer (its default and its fastest configuration) on the same work.
 
 Same base model, same data (the ES-SDE MASA variant from `sde data export`), same LoRA settings,
-learning rate, schedule, clipping, max length; gradient checkpointing off; fp32 on CPU, bf16 on GPU
-for all. Both trainers see the same samples in the same order: the bench computes `sde train`'s data
+learning rate, schedule, clipping, max length; gradient checkpointing off; bf16 on GPU for all; on
+CPU fp32 rows and, where the CPU has bf16 instructions, bf16 rows of both trainers (`sde train
+--precision auto` is bf16 there). Both trainers see the same samples in the same order: the bench computes `sde train`'s data
 plan (seed 0) and hands TRL exactly those samples in that order with a sequential sampler, so TRL's
 default row trains on the very batches `sde train` does; TRL's packed row regroups the same samples
 into bins of up to max length tokens (best-fit decreasing) and trains one pass over them, one bin
@@ -21,7 +22,8 @@ counted alike; the clock covers the training loop only (not loading or tokenizin
     python bench/train.py --model smollm2          # CPU, real SmolLM2-135M-Instruct (sde models get)
     python bench/train.py --gpu --model qwen2.5-1.5b-shape   # CUDA bf16, with MFU
 
-Ends with one JSON line: {"speedup_vs_trl": …, "memory_ratio_vs_trl": …, "tokens_per_s": …, …}.
+Ends with one JSON line: {"speedup_vs_trl": …, "memory_ratio_vs_trl": …, "tokens_per_s": …,
+"speedup_vs_fp32": …, "loss_vs_fp32": …, …} (the last two: `sde train` auto against --precision fp32).
 """
 from __future__ import annotations
 
@@ -51,11 +53,14 @@ REAL = {"smollm2": "smollm2-135m-instruct"}
 # (steps, batch size, max length) per model when not given: a full CPU run stays near 10 minutes.
 # SmolLM2's tokenizer spends ~3 tokens per Chinese character: samples run to 3.6k tokens (median 737).
 # TRL's default pads a batch to its longest sample: batch 2 keeps its peak RSS near 7 GB.
-RUN_DEFAULTS = {"random": (10, 4, 1024), "smollm2": (6, 2, 4096)}
+# The random model's tokenizer (trained on the bundled texts) spends up to ~1.6k tokens on a MASA sample.
+RUN_DEFAULTS = {"random": (10, 4, 2048), "smollm2": (6, 2, 4096)}
 GPU_RUN_DEFAULTS = (50, 8, 2048)
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, no sparsity
-TRAINERS = {"trl-default": "TRL SFTTrainer, default", "trl-bfd": "TRL SFTTrainer, packing bfd (padding-free)",
-            "sde": "sde train"}
+TRAINERS = {"trl-default": "TRL SFTTrainer, default", "trl-default-bf16": "TRL SFTTrainer, default, bf16=True",
+            "trl-bfd": "TRL SFTTrainer, packing bfd (padding-free)", "sde-fp32": "sde train --precision fp32",
+            "sde": "sde train (--precision auto)"}
+BF16_ROWS = ("trl-default-bf16",)  # run where the hardware has bf16 (CUDA; CPU with AVX512_BF16 or AMX)
 
 
 def prepare(work: Path, model_name: str) -> tuple[Path, Path]:
@@ -98,7 +103,8 @@ def worker_sde(args: argparse.Namespace) -> dict:
 
     cfg = TrainConfig(model=args.model_dir, dataset=args.data, config=VARIANT, output=str(Path(args.work) / "sde-out"),
                       max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=1e-4,
-                      logging_steps=args.steps, save_steps=args.steps + 1, seed=0)
+                      logging_steps=args.steps, save_steps=args.steps + 1, seed=0, overwrite=True,
+                      precision="fp32" if args.worker == "sde-fp32" else "auto")
     s = train(cfg)  # one logging window = the whole loop: tokens / tokens_per_s is the loop's time
     return {"tokens": s["tokens"], "computed": s["tokens"], "seconds": s["tokens"] / s["tokens_per_s"],
             "final_loss": s["final_loss"], "steps": s["steps"]}
@@ -114,6 +120,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
 
     gpu = torch.cuda.is_available()
     packed = args.worker == "trl-bfd"
+    bf16 = gpu or args.worker in BF16_ROWS
     attn = fastest_attention(gpu) if packed else None
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16 if gpu else torch.float32,
@@ -151,7 +158,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
         gradient_accumulation_steps=1, num_train_epochs=1, max_steps=-1 if packed else args.steps,
         learning_rate=1e-4, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         max_length=args.max_length, packing=packed, packing_strategy="bfd", gradient_checkpointing=False,
-        bf16=gpu, use_cpu=not gpu, save_strategy="no", report_to="none", logging_steps=args.steps, seed=0,
+        bf16=bf16, use_cpu=not gpu, save_strategy="no", report_to="none", logging_steps=args.steps, seed=0,
         dataloader_num_workers=0, disable_tqdm=True,
         use_liger_kernel=packed and gpu and importlib.util.find_spec("liger_kernel") is not None)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -215,7 +222,7 @@ def main() -> None:
         (args.steps, args.batch_size, args.max_length), defaults))
 
     if args.worker:
-        result = (worker_sde if args.worker == "sde" else worker_trl)(args)
+        result = (worker_sde if args.worker.startswith("sde") else worker_trl)(args)
         print(json.dumps({**result, "peak_memory": peak_memory()}))
         return
 
@@ -235,11 +242,16 @@ def main() -> None:
     print(f"base model: {args.model} ({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
           f"vocabulary {c.vocab_size}); data: MASA {VARIANT}; {args.steps} steps x batch {args.batch_size}, "
           f"max length {args.max_length}, LoRA r8 all-linear dropout 0.1; "
-          f"{'cuda bf16 ' + torch.cuda.get_device_name() if args.gpu else f'cpu fp32, {torch.get_num_threads()} threads'}; "
+          f"{'cuda bf16 ' + torch.cuda.get_device_name() if args.gpu else f'cpu, {torch.get_num_threads()} threads'}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    runs: dict[str, list[dict]] = {kind: [] for kind in TRAINERS}
+    from sde_train.trainer import cpu_has_bf16
+
+    kinds = [k for k in TRAINERS if k not in BF16_ROWS or args.gpu or cpu_has_bf16()]
+    if args.gpu:  # on CUDA every row is bf16 already
+        kinds = [k for k in kinds if k not in BF16_ROWS and k != "sde-fp32"]
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for round_ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
-        for kind in TRAINERS:
+        for kind in kinds:
             r = run_worker(kind, args, data, model, work, order)
             r["tokens_per_s"] = r["tokens"] / r["seconds"]
             runs[kind].append(r)
@@ -247,7 +259,7 @@ def main() -> None:
     # best round of each: noise on a shared machine only ever slows a run down
     best = {kind: max(rs, key=lambda r: r["tokens_per_s"]) for kind, rs in runs.items()}
     peak = {kind: max(r["peak_memory"] for r in rs) for kind, rs in runs.items()}
-    fastest_trl = max((k for k in TRAINERS if k != "sde"), key=lambda k: best[k]["tokens_per_s"])
+    fastest_trl = max((k for k in kinds if k.startswith("trl")), key=lambda k: best[k]["tokens_per_s"])
     seq_len = best["sde"]["tokens"] / (args.steps * args.batch_size)
     flops = train_flops_per_token(model, seq_len)
     gpu_peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in torch.cuda.get_device_name()), None) \
@@ -257,20 +269,23 @@ def main() -> None:
     print(f"\n| trainer | steps | real tokens | tokens computed (incl. padding) | seconds | tokens/s | {mem_name} | "
           f"final loss | vs fastest TRL (speed, memory) |{' MFU |' if gpu_peak else ''}")
     print("|---" * (9 + bool(gpu_peak)) + "|")
-    for kind, name in TRAINERS.items():
-        r = best[kind]
+    for kind in kinds:
+        name, r = TRAINERS[kind], best[kind]
         ratio = f"{r['tokens_per_s'] / best[fastest_trl]['tokens_per_s']:.2f}x, {peak[kind] / peak[fastest_trl]:.2f}x"
         mfu = f" {r['tokens_per_s'] * flops / gpu_peak:.1%} |" if gpu_peak else ""
         print(f"| {name} | {r['steps']} | {r['tokens']:.0f} | {r['computed']:.0f} | {r['seconds']:.1f} | "
               f"{r['tokens_per_s']:,.1f} | {peak[kind] / 2**20:,.0f} | {r['final_loss']:.4f} | {ratio} |{mfu}")
-    for kind in TRAINERS:
+    for kind in kinds:
         if "config" in best[kind]:
             print(f"{kind}: {best[kind]['config']}")
     speedup = best["sde"]["tokens_per_s"] / best[fastest_trl]["tokens_per_s"]
     memory_ratio = peak["sde"] / peak[fastest_trl]
     out = {"model": args.model, "fastest_trl": fastest_trl, "speedup_vs_trl": round(speedup, 3),
            "memory_ratio_vs_trl": round(memory_ratio, 3), "tokens_per_s": round(best["sde"]["tokens_per_s"], 1),
-           "trl_tokens_per_s": {k: round(best[k]["tokens_per_s"], 1) for k in TRAINERS if k != "sde"}}
+           "trl_tokens_per_s": {k: round(best[k]["tokens_per_s"], 1) for k in kinds if k.startswith("trl")}}
+    if "sde-fp32" in best:  # bf16 against fp32 on the same samples: speed and the mean loss of the run
+        out["speedup_vs_fp32"] = round(best["sde"]["tokens_per_s"] / best["sde-fp32"]["tokens_per_s"], 3)
+        out["loss_vs_fp32"] = round(best["sde"]["final_loss"] / best["sde-fp32"]["final_loss"] - 1, 4)
     if gpu_peak:
         out["mfu"] = round(best["sde"]["tokens_per_s"] * flops / gpu_peak, 4)
         out["mfu_trl"] = round(best[fastest_trl]["tokens_per_s"] * flops / gpu_peak, 4)

@@ -1,9 +1,15 @@
 """Shared fixtures: a tiny random-weight Qwen2 model built locally (no Hub downloads)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests never reach a hub (the machines have no route to one): offline mode makes a missing model or
+# dataset fail at once instead of after the clients' network retries, here and in every subprocess.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
 
 
 @pytest.fixture(scope="session")

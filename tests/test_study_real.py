@@ -26,7 +26,7 @@ def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_
     out = tmp_path / "study"
     done = subprocess.run([*SDE, "study", "run", "--model", str(smollm2_dir), "--task", "ner", "--designs", "es-sde",
                            "--train-size", "160", "--seeds", "0", "--max-steps", str(STEPS), "--train-config",
-                           str(config), "--chat-template", "--eval-limit", str(EVAL_LIMIT), "--eval-batch-size", "8",
+                           str(config), "--chat-template", "--eval-limit", str(EVAL_LIMIT), "--eval-batch-size", str(EVAL_LIMIT),
                            "--max-gen-toks", "128", "--no-analysis", "--out", str(out)],
                           capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-3000:]
