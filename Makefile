@@ -21,7 +21,7 @@ demo: install
 	OUT=$(OUT) PY=$(PY) bash scripts/demo.sh
 
 test: install browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 # Debian's Chromium and chromedriver drive the leaderboard page's browser test.
 browser:

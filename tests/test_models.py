@@ -13,6 +13,7 @@ from sde_train import models
 from sde_train.errors import TrainError
 
 
+@pytest.mark.xdist_group("smollm2")  # one SmolLM2 conversion per test run
 def test_fetched_folder_loads_and_generates(smollm2_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,6 +37,7 @@ def test_fetched_folder_loads_and_generates(smollm2_dir: Path) -> None:
     assert (smollm2_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+@pytest.mark.xdist_group("smollm2")  # one SmolLM2 conversion per test run
 def test_fetch_is_idempotent_and_repairs_its_own_folder(smollm2_dir: Path, tmp_path: Path) -> None:
     weights = smollm2_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns

@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SDE = [sys.executable, "-m", "sde_datagen.cli"]
 STEPS, EVAL_LIMIT = 32, 24
 HANG_GUARD = 4 * 3600  # seconds: only a hung run may reach it; a slow machine never does
 
 
+@pytest.mark.xdist_group("smollm2")  # one SmolLM2 conversion per test run
 def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_dir: Path, tmp_path: Path) -> None:
     from sde_study.evaluate import BaseModel
     from sde_study.plan import require_plan
