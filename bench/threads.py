@@ -34,7 +34,9 @@ def generation_worker(model: str, docs: int, max_gen_toks: int) -> float:
 
     from sde_tasks.lm_eval_hook import tasks_dir
 
-    lm = HFLM(pretrained=model, batch_size=docs)
+    import torch
+
+    lm = HFLM(pretrained=model, batch_size=docs, device="cuda" if torch.cuda.is_available() else "cpu")
     tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata={"design": DESIGN})
     start = time.perf_counter()
     simple_evaluate(model=lm, tasks=["sde_ner"], limit=docs, task_manager=tasks, apply_chat_template=True,

@@ -392,7 +392,7 @@ def signals_section(rows: list[dict], plan: Plan, summary: Summary, plots: Path)
     lines += [f"| `{d}` | {tuned[d]:.4f} | " + " | ".join(f"{values[n][d]:.4f}" for n in SIGNALS) + " |"
               for d in designs]
     if not designs:
-        return lines[:-2] + [f"No tuned design has all its signals yet (`sde study status` lists them; rerunning "
+        return lines[:-2] + ["No tuned design has all its signals yet (`sde study status` lists them; rerunning "
                              "`sde study run` computes them).", ""]
     if len(designs) < len(tuned):
         lines += ["", f"Signals are complete for {len(designs)} of the {len(tuned)} tuned designs (the others: "

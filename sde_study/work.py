@@ -105,7 +105,9 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
 def evaluate(root: Path, plan: Plan, design: str, model, out: Path, num_fewshot: int | None = None):
     """lm-eval of `model` (tuned or not) on the plan's tasks, limit and chat template, in `design`'s prompts."""
     from sde_study.evaluate import run_lm_eval
+    from sde_train.threads import choose_threads
 
+    choose_threads()  # the cores free now: $OMP_NUM_THREADS, else measured
     return run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": design}, out,
                        chat_template=plan.chat_template, limit=plan.eval_limit, batch_size=plan.eval_batch_size,
                        num_fewshot=num_fewshot, include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks,

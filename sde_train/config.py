@@ -42,6 +42,7 @@ class TrainConfig:
     chat_template: bool = False
     gradient_checkpointing: bool = False
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 instructions, else fp32
+    threads: str = "auto"  # torch threads on CPU: a number, or auto ($OMP_NUM_THREADS, else the free cores)
     compile: bool = False
     attn_implementation: str | None = None  # None: flash_attention_2 on CUDA when installed, else sdpa
     save_steps: int = 100
@@ -69,6 +70,8 @@ class TrainConfig:
                 raise TrainError(f"--{name.replace('_', '-')} must be between {low} and {high}, not {value}")
         if not 0 <= self.lora_dropout < 1:  # also false for nan
             raise TrainError(f"--lora-dropout must be in [0, 1), not {self.lora_dropout}")
+        if self.threads != "auto" and not (str(self.threads).isdigit() and int(self.threads) > 0):
+            raise TrainError(f"--threads must be auto or a positive whole number, not {self.threads!r}")
         if self.precision not in PRECISIONS:
             raise TrainError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if not [m for m in self.target_modules.split(",") if m.strip()]:
@@ -79,7 +82,7 @@ class TrainConfig:
         """What must not change between a run and its --resume (everything that shapes the result)."""
         # The dataset is compared by its content (the data fingerprint), not by its path.
         ignore = {"resume", "overwrite", "push_to_hub", "private", "save_steps", "logging_steps", "output", "compile",
-                  "dataset"}
+                  "dataset", "threads"}
         kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignore}
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -116,6 +119,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--precision", choices=PRECISIONS, default=S,
       help="auto (default): bf16 weights and autocast on CUDA and on CPUs with bf16 instructions (AVX512_BF16, AMX), "
            "else fp32; LoRA weights and optimizer state stay fp32")
+    p("--threads", default=S, help="torch threads on CPU: a number, or auto (default): $OMP_NUM_THREADS when set, "
+      "else the cores other processes leave free, measured at the start")
     p("--compile", action="store_true", default=S, help="torch.compile the model")
     p("--attn-implementation", default=S, help="sde_varlen_sdpa (per-sample SDPA; default without flash-attn), "
       "flash_attention_2 (default on GPU when installed), sdpa, eager")

@@ -31,6 +31,7 @@ from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encod
 from sde_train.errors import TrainError
 from sde_files import write_atomic
 from sde_train.output import prepare_output
+from sde_train.threads import choose_threads
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LOG_NAME = "training_log.jsonl"
@@ -215,6 +216,8 @@ def train(cfg: TrainConfig) -> dict:
     """Train one adapter; returns a summary (output, steps, final_loss, tokens_per_s)."""
     dist = setup_distributed()
     device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cpu":
+        choose_threads(cfg.threads)
     out = Path(cfg.output)
     last_ckpt = prepare_run(cfg, out, dist)
     data = setup_data(cfg, dist)

@@ -10,11 +10,12 @@ import pytest
 # dataset fail at once instead of after the clients' network retries, here and in every subprocess.
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_name, "1")
+# A fixed thread count, so that runs compared bit for bit (a resumed run, a replayed study) use the same one.
 # Under pytest-xdist (`make test` runs one worker per core) each worker and its subprocesses use one torch
 # thread: two workers of two threads each on two cores stall each other at every parallel region.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_name] = "1"
+_threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else str(os.cpu_count() or 1)
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = _threads
 
 
 @pytest.fixture(scope="session")

@@ -315,3 +315,27 @@ def test_bf16_on_cpu_keeps_lora_and_optimizer_in_fp32_and_tracks_fp32(tiny_model
     for a, b in zip(bf16, fp32):
         assert a["loss"] == pytest.approx(b["loss"], rel=0.02)
     assert "bfloat16" not in str({k: v.dtype for k, v in load_file(tmp_path / "bf16" / "adapter_model.safetensors").items()})
+
+
+def test_threads_auto_counts_the_cores_other_processes_leave_free(monkeypatch):
+    import os
+
+    from sde_train.threads import choose_threads, free_cores
+
+    assert choose_threads(1) == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads("auto") == 2  # someone decided
+    cores = os.cpu_count() or 1
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import psutil
+
+        while psutil.Process(hog.pid).cpu_times().user < 0.2:  # spinning, not starting up
+            pass
+        assert free_cores() <= max(1, cores - 1)
+    finally:
+        hog.kill()
+        hog.wait()
+    with pytest.raises(Exception, match="--threads must be auto or a positive whole number"):
+        make_cfg(Path("m"), Path("d"), Path("o"), threads="0")
+
