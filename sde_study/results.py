@@ -85,10 +85,19 @@ def load_doc_stats(root: Path) -> dict[tuple, Any]:
     if not path.is_file():
         return {}
     found = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        key = tuple(entry.get(k) for k in ROW_KEY)
-        found[key] = DocStats(entry["family"], tuple(entry["labels"]), np.asarray(entry["table"], dtype=float))
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+            key = tuple(entry.get(k) for k in ROW_KEY)
+            table = np.asarray(entry["table"], dtype=float)
+            if table.ndim != 2:
+                raise ValueError("table is not a list of rows")
+            found[key] = DocStats(str(entry["family"]), tuple(entry["labels"]), table)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            from sde_datagen.errors import UserError
+
+            raise UserError(f"{path}:{number}: not a per-document statistics row ({err}); delete the file and run "
+                            f"`sde study report {root}` to collect it again") from None
     return found
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sde_datagen.design import PRESETS
 from sde_study.plan import Plan, write_plan
@@ -82,3 +83,16 @@ def test_report_ties_designs_it_cannot_separate(tmp_path: Path) -> None:
     report = write_report(root, plan, rows).read_text(encoding="utf-8")
     assert "Statistically tied with it (paired, α 0.05" in report
     assert re.search(r"test documents at 3 seed\(s\) \(the test set has 1425\)|no number of test documents", report)
+
+
+def test_a_damaged_docstats_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    from sde_datagen.errors import UserError
+
+    root = tmp_path / "study"
+    plan = write_study(root)
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    lines = (root / DOC_STATS_NAME).read_text(encoding="utf-8").splitlines()
+    (root / DOC_STATS_NAME).write_text("\n".join([lines[0], lines[1][:40], *lines[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"{DOC_STATS_NAME}:2: not a per-document statistics row"):
+        write_report(root, plan, rows)
+
