@@ -108,7 +108,8 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_tasks.scoring import aggregate, doc_stats
 
     task = args.task or args.task_spec
-    spec, items = _scored(args.file, task, args.design, args.domain)
+    rows = read_rows(args.file)
+    spec, items = _scored(args.file, rows, task, args.design, args.domain)
     result: dict = {**aggregate(items, spec), "n": len(items)}
     if args.ci or args.baseline:
         from sde_tasks import significance
@@ -118,29 +119,30 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
         for metric, (lo, hi) in significance.confidence_intervals([stats]).items():
             result[f"{metric}_ci"] = [lo, hi]
     if args.baseline:
-        _same_targets(args.file, args.baseline)
-        base_spec, base_items = _scored(args.baseline, task, args.design, args.domain)
+        base_rows = read_rows(args.baseline)
+        _same_targets(args.file, rows, args.baseline, base_rows)
+        base_spec, base_items = _scored(args.baseline, base_rows, task, args.design, args.domain)
         result["comparison"] = [c.as_json() for c in
                                 significance.compare_runs([stats], [doc_stats(base_items, base_spec)])]
     print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
-def _scored(path: Path, task: str, design: str, domain: str | None):
-    """The task spec and per-document items of one outputs file; a gold text that does not parse names its line."""
+def _scored(path: Path, rows: tuple[list[str], list[str], list[int]], task: str, design: str, domain: str | None):
+    """The task spec and per-document items of one outputs file's rows; an unreadable gold text names its line."""
     from sde_tasks.scoring import GoldTextError, score_items
 
-    predictions, targets, numbers = read_rows(path)
+    predictions, targets, numbers = rows
     try:
         return score_items(task, design, predictions, targets, domain)
     except GoldTextError as err:
         raise RecordError(path, numbers[err.row - 1], "target", err.reason) from None
 
 
-def _same_targets(path: Path, baseline: Path) -> None:
+def _same_targets(path: Path, rows: tuple, baseline: Path, base_rows: tuple) -> None:
     """Refuse a comparison of outputs on different documents, naming the first row where they part."""
-    _, mine, my_lines = read_rows(path)
-    _, theirs, their_lines = read_rows(baseline)
+    _, mine, my_lines = rows
+    _, theirs, their_lines = base_rows
     for row, (a, b) in enumerate(zip(mine, theirs), start=1):
         if a != b:
             raise UserError(f"{path}:{my_lines[row - 1]} and {baseline}:{their_lines[row - 1]}: the targets differ "
