@@ -29,7 +29,7 @@ $SDE study run --model "$OUT/smollm2-135m-instruct" --task ner --designs es-sde,
 echo
 echo "== Done. The design table (from $OUT/study/REPORT.md): =="
 sed -n '/^## Designs/,/^## One-factor/p' "$OUT/study/REPORT.md" | sed '$d'
-sed -n '/^## Recommended design/,$p' "$OUT/study/REPORT.md"
+sed -n '/^## Recommended design/,/^## Each cell/p' "$OUT/study/REPORT.md" | sed '/^## Each cell/d' 
 echo "  results (one row per cell and task): $OUT/study/results.jsonl"
 echo "  report and plots:                    $OUT/study/REPORT.md, $OUT/study/plots/"
 echo "  adapters, lm-eval outputs:           $OUT/study/cells/<design>/seed-0/{adapter,eval}"

@@ -31,6 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
     run.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
                      "512); a budget just above the longest answer of your designs saves time when a model rambles")
+    run.add_argument("--engine", choices=("auto", "vllm", "hf"), default="auto",
+                     help="what generates the evaluated outputs: vllm (one engine, adapters as LoRA requests; "
+                     "several times faster) or hf (transformers + PEFT); auto: vllm where it imports, else hf, "
+                     "and a rerun keeps the study's engine (default auto)")
     run.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
     run.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
     run.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
@@ -97,7 +101,19 @@ def train_settings(config_file: str | None, max_steps: int | None) -> dict:
     return settings
 
 
-def build_plan(args: argparse.Namespace):
+def choose_engine(asked: str, existing) -> str:
+    """The engine to evaluate with: `auto` on a study folder keeps the engine its plan was started with."""
+    from sde_study.engines import resolve_engine
+
+    if asked == "auto" and existing is not None:
+        asked = existing.engine
+    engine, note = resolve_engine(asked)
+    if note:
+        print(note, file=sys.stderr)
+    return engine
+
+
+def build_plan(args: argparse.Namespace, engine: str):
     from sde_study.plan import Plan, resolve_plan_designs
 
     if args.task_spec and not args.data:
@@ -124,7 +140,7 @@ def build_plan(args: argparse.Namespace):
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
                 train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
-                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks)
+                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks, engine=engine)
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -135,8 +151,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.work import is_done
 
     root: Path = args.out
-    plan = build_plan(args)
     existing = read_plan(root)
+    plan = build_plan(args, choose_engine(args.engine, existing))
     if existing is not None:
         plan = merge(existing, plan, args.extend)
     write_plan(root, plan)

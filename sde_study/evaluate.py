@@ -1,67 +1,21 @@
-"""Evaluation with lm-eval's Python API: the base model is loaded once per worker, adapters swap.
+"""Evaluation with lm-eval's Python API, on an LM an engine built once per worker (sde_study.engines).
 
-`lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER` loads the base model for every
-adapter; here `BaseModel` keeps it and each cell's adapter is injected (PeftModel.from_pretrained),
-evaluated through an `HFLM` around the PEFT model, and removed again (`unload`, no merge), so the
-next cell sees the untouched base. Outputs are written as the CLI writes them (results_*.json and
-samples_*.jsonl, `--log_samples`) into a temp folder renamed into place when complete.
+Outputs are written as the CLI writes them (results_*.json and samples_*.jsonl, `--log_samples`)
+into a temp folder renamed into place when complete.
 """
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sde_files import swap_into_place
 from sde_tasks.docstats import DocStats
-
-
-class BaseModel:
-    """The untuned base model and its tokenizer, loaded on first use (dtype as lm-eval's default, auto)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._model = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            import torch
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype="auto")
-            self._model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        return self._model
-
-    @cached_property
-    def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.path)
-
-    @contextlib.contextmanager
-    def adapter(self, path: Path | None) -> Iterator[Any]:
-        """The base model with the adapter at `path` injected (or the base itself for None).
-
-        PEFT injects LoRA layers into the base model's own modules, so on exit `unload()` takes them
-        out again and the stripped model it returns becomes this object's base model.
-        """
-        if path is None:
-            yield self.model
-            return
-        from peft import PeftModel
-
-        tuned = PeftModel.from_pretrained(self.model, str(path)).eval()
-        try:
-            yield tuned
-        finally:
-            self._model = tuned.unload()
 
 
 @dataclass(frozen=True)
@@ -75,17 +29,16 @@ class Evaluation:
     logs: Path
 
 
-def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
-                chat_template: bool, limit: int | None, batch_size: int, num_fewshot: int | None = None,
+def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
+                chat_template: bool, limit: int | None, num_fewshot: int | None = None,
                 include_path: str | None = None, max_gen_toks: int | None = None,
                 labels: tuple[str, ...] | None = None) -> Evaluation:
-    """Evaluate `model` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
+    """Evaluate the lm-eval LM `lm` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
 
     `labels`: a classification task's label order, for its per-document statistics (default MASA's).
     """
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from sde_tasks.lm_eval_hook import tasks_dir
@@ -95,7 +48,6 @@ def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: di
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         start = time.perf_counter()
-        lm = HFLM(pretrained=model, tokenizer=tokenizer_path, batch_size=batch_size)
         tracker = EvaluationTracker(output_path=str(tmp))
         # Only the task folder is indexed (lm-eval's own thousands of tasks take ~10 s to index).
         manager = TaskManager(include_path=include_path or str(tasks_dir()), include_defaults=False, metadata=metadata)
@@ -116,6 +68,18 @@ def run_lm_eval(model, tokenizer_path: str, tasks: tuple[str, ...], metadata: di
     scores = {task: metrics_of(results, task) for task in tasks}
     stats = {task: logged_doc_stats(samples[task], labels) for task in tasks}
     return Evaluation(scores, stats, seconds, out)
+
+
+def logged_samples(folder: Path) -> list[dict[str, Any]]:
+    """The samples lm-eval logged in `folder` (every task), in document order."""
+    rows = [json.loads(line) for path in sorted(folder.glob("**/samples_*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def generated(folder: Path) -> list[str]:
+    """The strings the model generated in the lm-eval run logged in `folder`, in document order."""
+    return [r["resps"][0][0] for r in logged_samples(folder)]
 
 
 def logged_doc_stats(samples: list[dict[str, Any]], labels: tuple[str, ...] | None) -> DocStats:

@@ -48,6 +48,7 @@ class Plan:
     icl_shots: int = 3
     ppl_samples: int = 200
     user_tasks: list[str] | None = None  # lm-eval tasks of a user's spec (in DIR/tasks, by sde eval make-task)
+    engine: str = "hf"  # what generates the evaluated outputs: vllm or hf (sde_study.engines)
 
     @property
     def lm_eval_tasks(self) -> tuple[str, ...]:
@@ -82,6 +83,8 @@ class Plan:
             problem = _type_problem(value, hints[name])
             if problem:
                 raise UserError(f"{source}: field '{name}': expected {problem}, got {_shown(value)}")
+        if data.get("engine", "hf") not in ("hf", "vllm"):
+            raise UserError(f"{source}: field 'engine': expected hf or vllm, got {_shown(data['engine'])}")
         try:
             return cls(**data)
         except TypeError as err:

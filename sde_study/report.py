@@ -283,9 +283,23 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
         plot_effects(summary, plots / "effects.png")
     if plan.analysis:
         lines += signals_section(rows, plan, summary, plots)
+    lines += command_lines(rows)
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def command_lines(rows: list[dict]) -> list[str]:
+    """Each tuned cell's `lm_eval` command line (rows of studies before it was recorded have none)."""
+    cells = {(r["design"], r["seed"]): r["lm_eval_command"] for r in rows if r["kind"] == "tuned" and "lm_eval_command" in r}
+    if not cells:
+        return []
+    lines = ["## Each cell with lm_eval", "",
+             "The same evaluation by the `lm_eval` command line, run in the study folder (the cell's adapter and "
+             "outputs are named relative to it; the task pack is found by sde-kit's install):", ""]
+    for (design, seed), command in cells.items():
+        lines += [f"- `{short(design)}`, seed {seed}:", "", "  ```", f"  {command}", "  ```"]
+    return lines + [""]
 
 
 def test_set_size(plan: Plan) -> int | None:

@@ -39,14 +39,14 @@ def is_done(root: Path, item: WorkItem) -> bool:
 
 
 def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[str]:
-    """Run the items (skipping finished ones) with one base model for all; returns the failures."""
+    """Run the items (skipping finished ones) with one evaluation engine for all; returns the failures."""
     from tqdm.auto import tqdm
 
-    from sde_study.evaluate import BaseModel
+    from sde_study.engines import make_engine
 
     root = Path(root)
     plan = require_plan(root)
-    base = BaseModel(plan.model)
+    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, lora_rank(plan))
     failures = []
     for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
         if is_done(root, item):
@@ -54,8 +54,8 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[
         folder = item.folder(root)
         set_state(folder, "running")
         try:
-            rows, stats = (run_cell(root, plan, item, base, nproc_per_node) if item.kind == "cell"
-                           else run_signals(root, plan, item, base))
+            rows, stats = (run_cell(root, plan, item, engine, nproc_per_node) if item.kind == "cell"
+                           else run_signals(root, plan, item, engine))
         except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
             message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
             set_state(folder, "failed", error=message, traceback=traceback.format_exc())
@@ -102,16 +102,30 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
     return train(TrainConfig(**settings).check())
 
 
-def evaluate(root: Path, plan: Plan, design: str, model, out: Path, num_fewshot: int | None = None):
-    """lm-eval of `model` (tuned or not) on the plan's tasks, limit and chat template, in `design`'s prompts."""
+def lora_rank(plan: Plan) -> int:
+    """The LoRA rank of the plan's adapters (the vLLM engine provisions for it)."""
+    from sde_train.config import TrainConfig
+
+    return int(plan.train.get("lora_r", TrainConfig.lora_r))
+
+
+def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path,
+             num_fewshot: int | None = None):
+    """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks, limit and chat template,
+    in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that reproduces it (run in `root`)."""
+    from sde_study.engines import lm_eval_command
     from sde_study.evaluate import run_lm_eval
     from sde_train.threads import choose_threads
 
     choose_threads()  # the cores free now: $OMP_NUM_THREADS, else measured
-    return run_lm_eval(model, plan.model, plan.lm_eval_tasks, {"design": design}, out,
-                       chat_template=plan.chat_template, limit=plan.eval_limit, batch_size=plan.eval_batch_size,
-                       num_fewshot=num_fewshot, include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks,
-                       labels=task_labels(plan))
+    settings = dict(chat_template=plan.chat_template, limit=plan.eval_limit, num_fewshot=num_fewshot,
+                    include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
+    with engine.lm(adapter) as lm:
+        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, labels=task_labels(plan), **settings)
+    # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
+    command = lm_eval_command(engine.name, engine.model_args(adapter and adapter.relative_to(root)), plan.lm_eval_tasks,
+                              design, out.relative_to(root), batch_size=plan.eval_batch_size, **settings)
+    return found, command
 
 
 def task_labels(plan: Plan) -> tuple[str, ...] | None:
@@ -131,7 +145,7 @@ def stats_entry(row: dict[str, Any], stats) -> dict[str, Any]:
 ROW_KEY = ("kind", "design", "seed", "signal", "task")
 
 
-def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) -> tuple[list[dict], list[dict]]:
+def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> tuple[list[dict], list[dict]]:
     """Train (or resume) and evaluate one cell: its results rows and their per-document statistics."""
     folder = item.folder(root)
     trained_file = folder / TRAINED
@@ -140,18 +154,17 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, base, nproc_per_node: int) 
         kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
-    with base.adapter(folder / "adapter") as model:
-        found = evaluate(root, plan, item.design, model, folder / "eval")
+    found, command = evaluate(root, plan, item.design, engine, folder / "adapter", folder / "eval")
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
-             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds}
+             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command}
             for task, metrics in found.scores.items()]
     return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
 
 
 # ----------------------------------------------------------------------------- PE signals of one design
 
-def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> tuple[list[dict], list[dict]]:
+def run_signals(root: Path, plan: Plan, item: WorkItem, engine) -> tuple[list[dict], list[dict]]:
     """Zero-shot and in-context scores (lm-eval, no adapter) and the perplexities of the design's samples."""
     from sde_study.exports import export_dir
     from sde_study.signals import perplexities, sample_rows
@@ -160,15 +173,16 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, base) -> tuple[list[dict
     folder = item.folder(root)
     rows, stats = [], []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        found = evaluate(root, plan, item.design, base.model, folder / signal, num_fewshot=shots)
+        found, command = evaluate(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots)
         mine = [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
-                 "eval_limit": plan.eval_limit, "eval_seconds": found.seconds} for task, metrics in found.scores.items()]
+                 "eval_limit": plan.eval_limit, "eval_seconds": found.seconds, "lm_eval_command": command}
+                for task, metrics in found.scores.items()]
         rows += mine
         stats += [stats_entry(row, found.doc_stats[row["task"]]) for row in mine]
     start = time.perf_counter()
     train_rows = sample_rows(load_rows(str(export_dir(root, item.design)), item.design, "train"),
                              plan.ppl_samples, plan.data_seed)
-    nll = perplexities(base.model, base.tokenizer, train_rows, plan.chat_template, plan.eval_batch_size)
+    nll = perplexities(engine.model, engine.tokenizer, train_rows, plan.chat_template, plan.eval_batch_size)
     rows.append({**item.describe(), "signal": "perplexity", "rows": len(train_rows), **nll,
                  "seconds": time.perf_counter() - start})
     return rows, stats

@@ -16,6 +16,8 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 _threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else str(os.cpu_count() or 1)
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = _threads
+# vLLM's KV cache (GiB) per engine: tests evaluate a handful of short documents, and xdist runs engines side by side.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture(scope="session")

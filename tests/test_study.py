@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from sde_study.plan import require_plan
 
 SDE = [sys.executable, "-m", "sde_datagen.cli"]
 TIMINGS = ("train_seconds", "eval_seconds", "seconds")
@@ -132,15 +135,17 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "board" / "submissions").exists() or not any((tmp_path / "board" / "submissions").iterdir())
 
 
-def test_adapter_swap_evaluation_equals_the_lm_eval_cli(uninterrupted: Path, tiny_model_dir: Path,
-                                                        tmp_path: Path) -> None:
-    """The in-process evaluation (one base model, adapters swapped) writes the CLI's samples, byte for byte."""
-    cell = uninterrupted / "cells" / "last-nomi-natural-ou-text-none" / "seed-1"
-    cli = run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-               f"pretrained={tiny_model_dir},peft={cell / 'adapter'}", "--tasks", "sde_ner",
-               "--metadata", json.dumps({"design": "last-nomi-natural-ou-text-none"}), "--limit", "3",
-               "--batch_size", "3", "--log_samples", "--output_path", str(tmp_path / "cli")])
+def test_each_cell_reproduces_with_its_lm_eval_command(uninterrupted: Path, tmp_path: Path) -> None:
+    """The study's evaluation (one engine, adapters swapped) writes what the `lm_eval` command line recorded for
+    the cell (and printed in REPORT.md) writes, byte for byte."""
+    row = next(r for r in results(uninterrupted) if r["design"] == "last-nomi-natural-ou-text-none" and r["seed"] == 1)
+    args = shlex.split(row["lm_eval_command"])
+    assert args[:3] == ["lm_eval", "--model", require_plan(uninterrupted).engine]
+    assert row["lm_eval_command"] in (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
+    args[args.index("--output_path") + 1] = str(tmp_path / "cli")
+    cli = run([sys.executable, "-m", "lm_eval", *args[1:]], cwd=uninterrupted)
     assert cli.returncode == 0, cli.stderr[-3000:]
+    cell = uninterrupted / "cells" / row["design"] / "seed-1"
     ours = next(cell.glob("eval/**/samples_sde_ner_*.jsonl"))
     theirs = next((tmp_path / "cli").glob("**/samples_sde_ner_*.jsonl"))
     assert ours.read_bytes() == theirs.read_bytes()

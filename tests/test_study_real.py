@@ -20,9 +20,10 @@ HANG_GUARD = 4 * 3600  # seconds: only a hung run may reach it; a slow machine n
 
 @pytest.mark.xdist_group("smollm2")  # one SmolLM2 conversion per test run
 def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_dir: Path, tmp_path: Path) -> None:
-    from sde_study.evaluate import BaseModel
+    from sde_study.engines import HFEngine, make_engine, same_generation
+    from sde_study.evaluate import generated
     from sde_study.plan import require_plan
-    from sde_study.work import evaluate
+    from sde_study.work import evaluate, lora_rank
 
     config = tmp_path / "train.yaml"
     config.write_text("lr: 5.0e-4\nmax_length: 512\n", encoding="utf-8")
@@ -37,10 +38,22 @@ def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_
     assert (tuned["design"], tuned["task"], tuned["steps"]) == ("first-nomi-lines-pu-text-none", "sde_ner", STEPS)
 
     plan = require_plan(out)
-    untuned = evaluate(out, plan, tuned["design"], BaseModel(plan.model).model, tmp_path / "untuned").scores["sde_ner"]
-    print(f"\nSmolLM2-135M-Instruct, NER ES-SDE, chat template, first {EVAL_LIMIT} test documents: format-error rate "
+    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, lora_rank(plan))
+    untuned = evaluate(out, plan, tuned["design"], engine, None, tmp_path / "untuned")[0].scores["sde_ner"]
+    print(f"\nSmolLM2-135M-Instruct ({plan.engine}), NER ES-SDE, chat template, first {EVAL_LIMIT} test documents: format-error rate "
           f"untuned {untuned['format_error_rate']:.3f} (F1 {untuned['f1']:.3f}), tuned {STEPS} steps "
           f"{tuned['format_error_rate']:.3f} (F1 {tuned['f1']:.3f}, final loss {tuned['final_loss']:.3f}; "
           f"train {tuned['train_seconds']:.0f}s, eval {tuned['eval_seconds']:.0f}s)")
     assert tuned["n_docs"] == untuned["n_docs"] == EVAL_LIMIT
     assert tuned["format_error_rate"] < untuned["format_error_rate"]
+
+    if plan.engine == "vllm":  # the same documents through transformers + PEFT generate the same strings
+        hf = HFEngine(plan.model, plan.eval_batch_size)
+        cell = out / "cells" / tuned["design"] / "seed-0"
+        for name, adapter, logs in (("untuned", None, tmp_path / "untuned"), ("tuned", cell / "adapter", cell / "eval")):
+            found, _ = evaluate(out, plan, tuned["design"], hf, adapter, tmp_path / f"hf-{name}")
+            theirs, ours = generated(found.logs), generated(logs)
+            same = sum(same_generation(a, b) for a, b in zip(ours, theirs))
+            print(f"{name}: vLLM and HF generate the same string for {same} of {len(ours)} documents")
+            assert len(ours) == len(theirs) == EVAL_LIMIT and same >= 0.98 * EVAL_LIMIT
+

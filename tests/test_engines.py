@@ -1,0 +1,95 @@
+"""The study's evaluation engines: `auto` falls back to hf with one line, `vllm` without vLLM is a clear error,
+and vLLM (adapters swapped on one engine) generates what transformers + PEFT generate."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sde_datagen.errors import UserError
+from sde_study import engines
+
+SDE = [sys.executable, "-m", "sde_datagen.cli"]
+HANG_GUARD = 1800  # seconds: only a hung run may reach it
+
+
+@pytest.fixture
+def broken_vllm(tmp_path: Path) -> dict[str, str]:
+    """An environment in which `vllm` is found but does not import (as a CUDA torchvision beside CPU torch does)."""
+    (tmp_path / "shadow" / "vllm").mkdir(parents=True)
+    (tmp_path / "shadow" / "vllm" / "__init__.py").write_text("raise ImportError('operator torchvision::nms does not "
+                                                              "exist')\n", encoding="utf-8")
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+
+
+def test_resolve_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "vllm_problem", lambda: "vLLM is not installed")
+    engine, note = engines.resolve_engine("auto")
+    assert engine == "hf" and "vLLM is not installed" in note and "make install-vllm" in note
+    assert engines.resolve_engine("hf") == ("hf", None)
+    with pytest.raises(UserError, match="--engine vllm: vLLM is not installed"):
+        engines.resolve_engine("vllm")
+    monkeypatch.setattr(engines, "vllm_problem", lambda: None)
+    assert engines.resolve_engine("auto") == ("vllm", None)
+
+
+def test_lora_rank_holds_the_adapters_rank() -> None:
+    assert [engines.lora_rank(r) for r in (1, 8, 9, 16, 33)] == [8, 8, 16, 16, 64]
+
+
+def test_study_without_a_working_vllm(tiny_model_dir: Path, tmp_path: Path, broken_vllm: dict[str, str]) -> None:
+    base = [*SDE, "study", "run", "--model", str(tiny_model_dir), "--task", "ner", "--designs", "es-sde",
+            "--train-size", "8", "--seeds", "0", "--max-steps", "2", "--eval-limit", "2", "--max-gen-toks", "8",
+            "--no-analysis"]
+    asked = subprocess.run([*base, "--engine", "vllm", "--out", str(tmp_path / "asked")], capture_output=True,
+                           text=True, env=broken_vllm, timeout=HANG_GUARD)
+    assert asked.returncode == 2 and "Traceback" not in asked.stderr
+    assert "--engine vllm: vLLM does not import (ImportError: operator torchvision::nms" in asked.stderr
+    assert not (tmp_path / "asked").exists()
+
+    auto = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, env=broken_vllm,
+                          timeout=HANG_GUARD)
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    notes = [line for line in auto.stderr.splitlines() if line.startswith("sde study: evaluating with hf")]
+    assert len(notes) == 1 and "vLLM does not import" in notes[0]
+    assert "engine: hf" in (tmp_path / "auto" / "study.yaml").read_text(encoding="utf-8")
+    row = json.loads((tmp_path / "auto" / "results.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert row["lm_eval_command"].startswith(f"lm_eval --model hf --model_args pretrained={tiny_model_dir},peft=cells/")
+
+    rerun = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]  # auto keeps the engine the study started with
+    assert "1 of 1 work item(s) done, 0 to do" in rerun.stdout
+    assert "engine: hf" in (tmp_path / "auto" / "study.yaml").read_text(encoding="utf-8")
+
+
+def test_vllm_generates_what_hf_generates_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Greedy outputs of the untuned tiny model and of it with a freshly trained adapter, both engines: identical."""
+    pytest.importorskip("vllm")
+    from sde_study.evaluate import generated, run_lm_eval
+    from sde_train.config import TrainConfig
+    from sde_train.trainer import train
+
+    data = tmp_path / "data"
+    done = subprocess.run([*SDE, "data", "export", "--task", "ner", "--designs", "es-sde", "--train-size", "16", "--splits", "train",
+                           "--out", str(data)], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    adapter = tmp_path / "adapter"
+    train(TrainConfig(model=str(tiny_model_dir), dataset=str(data), config="first-nomi-lines-pu-text-none",
+                      output=str(adapter), max_steps=30, lr=1e-2, batch_size=4, max_length=256, seed=0).check())
+    design = "first-nomi-lines-pu-text-none"
+    found = {}
+    for engine in (engines.HFEngine(str(tiny_model_dir), batch_size=4), engines.VLLMEngine(str(tiny_model_dir))):
+        for name, path in (("base", None), ("tuned", adapter)):
+            with engine.lm(path) as lm:
+                run_lm_eval(lm, ("sde_ner",), {"design": design}, tmp_path / f"{engine.name}-{name}",
+                            chat_template=False, limit=8, max_gen_toks=24)
+            found[engine.name, name] = generated(tmp_path / f"{engine.name}-{name}")
+    for name in ("base", "tuned"):
+        assert len(found["hf", name]) == 8
+        assert found["vllm", name] == found["hf", name]
+    assert found["hf", "tuned"] != found["hf", "base"]  # the adapter is applied (and removed again)
