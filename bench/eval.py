@@ -10,6 +10,9 @@
    Wall time includes lm_eval's start-up (a `--limit 1` run of sde_ed is printed for reference).
 
     python bench/eval.py [--docs 1000] [--max-gen-toks 32] [--skip-lm-eval]
+    python bench/eval.py --engines [--ner-docs 200] [--masa-docs 100] [--engine-max-gen-toks 128]
+      (HF vs vLLM on SmolLM2, NER and MASA, untuned and with an adapter: speed, identical outputs, machine limit;
+       see bench/eval_engines.py)
     python bench/eval.py --adapter-swap [--swap-model tiny|smollm2|DIR] [--swap-adapters 3] [--swap-limit 8]
       (evaluating K adapters: sde study's one base model with adapters swapped, against a base reload per cell)
 
@@ -108,32 +111,33 @@ def make_adapters(base: Path, count: int, out: Path) -> list[Path]:
 
 def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int, max_gen_toks: int,
                          out: Path) -> list[dict]:
-    """Per cell, wall seconds of loading and of evaluating: (a) the study's BaseModel swapping adapters (its one
+    """Per cell, wall seconds of loading and of evaluating: (a) the study's HF engine swapping adapters (its one
     base load counted in the first cell) and (b) a fresh HFLM(pretrained=BASE, peft=ADAPTER), the lm_eval CLI's
     loading; the same evaluation after it. The order of (a) and (b) alternates per cell (no order bias)."""
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from sde_study.evaluate import BaseModel, run_lm_eval
+    from sde_study.engines import HFEngine
+    from sde_study.evaluate import run_lm_eval
 
     for module in ("lm_eval", "lm_eval.loggers", "lm_eval.tasks", "peft", "sde_tasks.lm_eval_hook"):
         importlib.import_module(module)  # before timing: imports are paid once per process either way
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    shared = BaseModel(str(base))
-    settings = dict(tasks=(task,), metadata={"design": "es-sde"}, chat_template=False, limit=limit, batch_size=8,
+    shared = HFEngine(str(base), batch_size=8)
+    settings = dict(tasks=(task,), metadata={"design": "es-sde"}, chat_template=False, limit=limit,
                     max_gen_toks=max_gen_toks)
 
     def swap(k: int, adapter: Path) -> tuple[float, dict]:
         start = time.perf_counter()
-        with shared.adapter(adapter) as model:
-            scores = run_lm_eval(model, str(base), out=out / f"swap-{k}", **settings)
-        return time.perf_counter() - start, scores
+        with shared.lm(adapter) as lm:
+            found = run_lm_eval(lm, out=out / f"swap-{k}", **settings)
+        return time.perf_counter() - start, found
 
     def reload(k: int, adapter: Path) -> tuple[float, dict]:
         start = time.perf_counter()
         fresh = HFLM(pretrained=str(base), peft=str(adapter), device=device, batch_size=8)
-        scores = run_lm_eval(fresh.model, str(base), out=out / f"reload-{k}", **settings)
-        return time.perf_counter() - start, scores
+        found = run_lm_eval(fresh, out=out / f"reload-{k}", **settings)
+        return time.perf_counter() - start, found
 
     cells = []
     for k, adapter in enumerate(adapters):
@@ -141,11 +145,11 @@ def adapter_swap_seconds(base: Path, adapters: list[Path], task: str, limit: int
         order = ("swap", "reload") if k % 2 == 0 else ("reload", "swap")
         done = {way: ways[way](k, adapter) for way in order}
         cell = {}
-        for way, (total, scores) in done.items():
-            cell[f"{way}_eval_s"] = scores.pop("_seconds")
+        for way, (total, found) in done.items():
+            cell[f"{way}_eval_s"] = found.seconds
             cell[f"{way}_load_s"] = total - cell[f"{way}_eval_s"]
             cell[f"{way}_s"] = total
-        cell["same_metrics"] = done["swap"][1] == done["reload"][1]
+        cell["same_metrics"] = done["swap"][1].scores == done["reload"][1].scores
         cells.append(cell)
         print(f"cell {k}: (a) swap load {cell['swap_load_s']:5.2f}s + eval {cell['swap_eval_s']:5.2f}s   "
               f"(b) reload load {cell['reload_load_s']:5.2f}s + eval {cell['reload_eval_s']:5.2f}s   "
@@ -225,7 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swap-adapters", type=int, default=3, help="K adapters (default 3)")
     parser.add_argument("--swap-task", default="sde_ner")
     parser.add_argument("--swap-limit", type=int, default=8, help="test documents per cell (default 8)")
+    parser.add_argument("--engines", action="store_true", help="only compare the study's engines, HF and vLLM, on "
+                        "SmolLM2 (bench/eval_engines.py)")
+    parser.add_argument("--ner-docs", type=int, default=200, help="NER test documents per run (--engines; default 200)")
+    parser.add_argument("--masa-docs", type=int, default=100, help="MASA test documents per run (--engines; default 100)")
+    parser.add_argument("--engine-max-gen-toks", type=int, default=128, help="generated tokens at most (--engines)")
+    parser.add_argument("--adapter-steps", type=int, default=20, help="LoRA steps of each task's adapter (--engines)")
+    parser.add_argument("--work", type=Path, help="folder kept for the model, adapters and logs (--engines; "
+                        "default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.engines:
+        from eval_engines import engines_main
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return engines_main(args.ner_docs, args.masa_docs, args.engine_max_gen_toks, args.adapter_steps,
+                                args.work or Path(tmp))
     if args.adapter_swap:
         return adapter_swap_main(args.swap_model, args.swap_adapters, args.swap_task, args.swap_limit, args.max_gen_toks)
 
