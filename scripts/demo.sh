@@ -8,6 +8,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-out/demo}
+ENGINE=${ENGINE:-auto}  # vllm where it imports (make install brings it), else hf
 SDE="$PY -m sde_datagen.cli"
 mkdir -p "$OUT"
 
@@ -24,7 +25,7 @@ echo "== 3. The study: 2 designs x 1 seed, 40 LoRA steps each (batch 4, lr 5e-4)
 printf 'lr: 5.0e-4\nmax_length: 512\n' > "$OUT/train.yaml"
 $SDE study run --model "$OUT/smollm2-135m-instruct" --task ner --designs es-sde,ew-sde --train-size 300 \
   --seeds 0 --max-steps 40 --train-config "$OUT/train.yaml" --chat-template --eval-limit 100 --eval-batch-size 16 \
-  --max-gen-toks 128 --no-analysis --out "$OUT/study"
+  --max-gen-toks 128 --no-analysis --engine "$ENGINE" --out "$OUT/study"
 
 echo
 echo "== Done. The design table (from $OUT/study/REPORT.md): =="

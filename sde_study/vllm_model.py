@@ -30,8 +30,9 @@ class SwappableVLLM(VLLM):
 # ------------------------------------------------------------------ LoRA on a CPU, one adapter at a time
 # vLLM's CPU LoRA ops (vllm/lora/ops/torch_ops) serve a batch that mixes adapters: for every token they gather
 # its adapter's matrices ([tokens, out, in]) and contract them with einsum. A study's batch holds one adapter,
-# and then the same product is one matmul with that adapter's matrix, without the per-token copy: NER with an
-# adapter went from 0.49 to 0.xx of the fp32 limit (bench/eval.py --engines). Mixed batches take vLLM's path.
+# and then the same product is one matmul with that adapter's matrix, without the per-token copy. Measured on
+# SmolLM2, 64 NER documents with an adapter, one after the other: 1.18 -> 3.36 documents/s, the same 64 strings
+# (and the same as transformers + PEFT). Mixed batches take vLLM's own path.
 
 def _uniform(indices: torch.Tensor) -> bool:
     return indices.numel() > 0 and bool((indices == indices[0]).all())
