@@ -123,9 +123,14 @@ def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, 
     with engine.lm(adapter) as lm:
         found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, labels=task_labels(plan), **settings)
     # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
-    command = lm_eval_command(engine.name, engine.model_args(adapter and adapter.relative_to(root)), plan.lm_eval_tasks,
-                              design, out.relative_to(root), batch_size=plan.eval_batch_size, **settings)
+    command = lm_eval_command(engine.name, engine.model_args(adapter and inside(adapter, root)), plan.lm_eval_tasks,
+                              design, inside(out, root), batch_size=plan.eval_batch_size, **settings)
     return found, command
+
+
+def inside(path: Path, root: Path) -> Path:
+    """`path` relative to the study folder `root` when it lies inside it, else as it is."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
 
 def task_labels(plan: Plan) -> tuple[str, ...] | None:
