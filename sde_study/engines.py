@@ -151,8 +151,15 @@ class VLLMEngine:
         # The engine in this process: no spawned engine-core process (a study worker, a test, a script
         # without a __main__ guard all work), and on a 2-core machine no second process to share them with.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        return SwappableVLLM(pretrained=self.path, dtype=self.dtype, max_lora_rank=self.max_lora_rank,
-                             batch_size="auto", **self.engine_args)
+        ours = dict(os.environ)
+        try:
+            return SwappableVLLM(pretrained=self.path, dtype=self.dtype, max_lora_rank=self.max_lora_rank,
+                                 batch_size="auto", **self.engine_args)
+        finally:
+            # vLLM sets variables for its own workers (LD_PRELOAD of libgomp, VLLM_*, TORCHINDUCTOR_*); the
+            # engine runs in this process, and processes started later (torchrun training) must not inherit them.
+            os.environ.clear()
+            os.environ.update(ours)
 
     @contextlib.contextmanager
     def lm(self, adapter: Path | None) -> Iterator[Any]:

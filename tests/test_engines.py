@@ -68,28 +68,23 @@ def test_study_without_a_working_vllm(tiny_model_dir: Path, tmp_path: Path, brok
 
 
 def test_vllm_generates_what_hf_generates_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """Greedy outputs of the untuned tiny model and of it with a freshly trained adapter, both engines: identical."""
+    """The same study with each engine (in subprocesses: a vLLM engine changes the process that holds it): the
+    untuned model's zero-shot outputs and the tuned cell's outputs are the same strings."""
     pytest.importorskip("vllm")
-    from sde_study.evaluate import generated, run_lm_eval
-    from sde_train.config import TrainConfig
-    from sde_train.trainer import train
+    from sde_study.evaluate import generated
 
-    data = tmp_path / "data"
-    done = subprocess.run([*SDE, "data", "export", "--task", "ner", "--designs", "es-sde", "--train-size", "16", "--splits", "train",
-                           "--out", str(data)], capture_output=True, text=True, timeout=HANG_GUARD)
-    assert done.returncode == 0, done.stderr[-3000:]
-    adapter = tmp_path / "adapter"
-    train(TrainConfig(model=str(tiny_model_dir), dataset=str(data), config="first-nomi-lines-pu-text-none",
-                      output=str(adapter), max_steps=30, lr=1e-2, batch_size=4, max_length=256, seed=0).check())
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1.0e-2\nbatch_size: 4\nmax_length: 256\n", encoding="utf-8")
+    for engine in ("vllm", "hf"):
+        done = subprocess.run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task", "ner", "--designs",
+                               "es-sde", "--train-size", "16", "--seeds", "0", "--max-steps", "30", "--train-config",
+                               str(config), "--eval-limit", "8", "--max-gen-toks", "24", "--icl-shots", "0",
+                               "--ppl-samples", "4", "--engine", engine, "--out", str(tmp_path / engine)],
+                              capture_output=True, text=True, timeout=HANG_GUARD)
+        assert done.returncode == 0, done.stderr[-3000:]
     design = "first-nomi-lines-pu-text-none"
-    found = {}
-    for engine in (engines.HFEngine(str(tiny_model_dir), batch_size=4), engines.VLLMEngine(str(tiny_model_dir))):
-        for name, path in (("base", None), ("tuned", adapter)):
-            with engine.lm(path) as lm:
-                run_lm_eval(lm, ("sde_ner",), {"design": design}, tmp_path / f"{engine.name}-{name}",
-                            chat_template=False, limit=8, max_gen_toks=24)
-            found[engine.name, name] = generated(tmp_path / f"{engine.name}-{name}")
-    for name in ("base", "tuned"):
-        assert len(found["hf", name]) == 8
-        assert found["vllm", name] == found["hf", name]
-    assert found["hf", "tuned"] != found["hf", "base"]  # the adapter is applied (and removed again)
+    for logs in (f"cells/{design}/seed-0/eval", f"signals/{design}/zero-shot"):
+        ours, theirs = generated(tmp_path / "vllm" / logs), generated(tmp_path / "hf" / logs)
+        assert len(ours) == 8 and ours == theirs
+    tuned = generated(tmp_path / "hf" / f"cells/{design}/seed-0/eval")
+    assert tuned != generated(tmp_path / "hf" / f"signals/{design}/zero-shot")  # the adapter changes the outputs
