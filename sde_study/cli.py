@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import UserError
+from sde_study.engines import ENGINES  # standard library only: the CLI stays light
 
 RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
 
@@ -31,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
     run.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
                      "512); a budget just above the longest answer of your designs saves time when a model rambles")
-    run.add_argument("--engine", choices=("auto", "vllm", "hf"), default="auto",
+    run.add_argument("--engine", choices=ENGINES, default="auto",
                      help="what generates the evaluated outputs: vllm (one engine, adapters as LoRA requests; "
                      "several times faster) or hf (transformers + PEFT); auto: vllm where it imports, else hf, "
                      "and a rerun keeps the study's engine (default auto)")

@@ -7,7 +7,7 @@
   count and batch (`bench/eval.py --engines`), with the same greedy strings, and what GPU users run.
 
 Both yield an lm-eval LM, so the tasks, prompts, parsers and logged samples are lm-eval's either way,
-and `command()` is the `lm_eval` command line that reproduces an evaluation.
+and `lm_eval_command()` (with an engine's `model_args()`) is the `lm_eval` command line that reproduces one.
 """
 from __future__ import annotations
 
