@@ -65,6 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("dir", type=Path, metavar="DIR")
     submit.add_argument("--board", type=Path, default=Path("leaderboards"), help="board folder (default: %(default)s)")
     submit.add_argument("--submitter", help="name or handle recorded in each submission (default: the user name)")
+    submit.add_argument("--base-model", help="the base model's name on the board (default: the study's --model)")
     submit.set_defaults(handler=_submit)
 
 
@@ -200,6 +201,6 @@ def _submit(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.plan import require_plan
     from sde_study.submit import submit_study
 
-    lines = submit_study(args.dir, require_plan(args.dir), args.board, args.submitter)
+    lines = submit_study(args.dir, require_plan(args.dir), args.board, args.submitter, args.base_model)
     print("\n".join(lines))
     return 0 if any(": added " in line for line in lines) else 1

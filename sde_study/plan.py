@@ -6,6 +6,7 @@ Executor settings are not part of it: they change how, not what.
 """
 from __future__ import annotations
 
+import shlex
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -60,6 +61,31 @@ class Plan:
 
     def design_objects(self) -> list[Design]:
         return [Design.from_id(d) for d in self.designs]
+
+    def cell_command(self, design: str, seed: int, out: str) -> str:
+        """The shell line that runs one cell of this plan again, as a study of its own in `out`: how a board
+        entry says where its adapter (not published) comes from. Training is deterministic on one machine."""
+        args = ["sde", "study", "run", "--model", self.model]
+        args += ["--task-spec", self.task_spec, "--data", str(self.data)] if self.task_spec else ["--task", self.task]
+        if self.data and not self.task_spec:
+            args += ["--data", self.data]
+        args += ["--designs", design, "--seeds", str(seed)]
+        if self.train_size is not None:
+            args += ["--train-size", str(self.train_size)]
+        if self.chat_template:
+            args.append("--chat-template")
+        if self.eval_limit is not None:
+            args += ["--eval-limit", str(self.eval_limit)]
+        args += ["--eval-batch-size", str(self.eval_batch_size)]
+        if self.max_gen_toks is not None:
+            args += ["--max-gen-toks", str(self.max_gen_toks)]
+        args += ["--engine", self.engine, "--no-analysis", "--out", out]
+        if not self.train:
+            return shlex.join(args)
+        config = f"{out}.train.yaml"
+        settings = yaml.safe_dump(self.train, sort_keys=True).replace("\n", "\\n")
+        return f"printf {shlex.quote(settings)} > {shlex.quote(config)} && " + shlex.join(
+            [*args, "--train-config", config])
 
     def items(self) -> list["WorkItem"]:
         """Every unit of work, in a fixed order: tuned cells, then the PE signals per design."""

@@ -2,7 +2,7 @@
 
 Three steps, each a function of its own: `summarise` aggregates the rows once (each design's score
 with its 95% interval, each one-factor effect as a paired test against paper-base with Holm's
-correction, the recommended design with the designs tied with it, the power line), the `*_lines`
+correction, each of the paper's directions the study can test, the recommended design with the designs tied with it, the power line), the `*_lines`
 functions format that summary, and the `plot_*` functions draw it. Intervals resample test
 documents and, with several seeds, seeds too (`sde_tasks.significance`); the PE section ranks the
 designs by each signal of the untuned model and correlates that ranking with the tuned one.
@@ -20,6 +20,7 @@ import numpy as np
 
 from sde_datagen.design import AXES, PRESETS
 from sde_files import write_atomic
+from sde_study.directions import Direction, direction_verdict, testable
 from sde_study.plan import Plan
 from sde_tasks import significance as sig
 
@@ -75,6 +76,16 @@ class Effect:
     seed_deltas: list[float]
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One of the paper's directions tested in this study: its paired comparison, Holm-adjusted over the findings."""
+
+    direction: Direction
+    comparison: sig.Comparison
+    holm_p: float
+    verdict: str
+
+
 @dataclass
 class Summary:
     """Everything REPORT.md says, computed once."""
@@ -88,6 +99,7 @@ class Summary:
     versus_best: dict[str, sig.Comparison] = field(default_factory=dict)  # other design -> best vs it
     power: list[str] = field(default_factory=list)
     n_docs: int | None = None
+    findings: list[Finding] = field(default_factory=list)
 
 
 def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_size: int | None) -> Summary:
@@ -110,7 +122,19 @@ def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_si
         if task == summary.tasks[0]:
             summary.n_docs = next(iter(runs.values()))[0].n_docs if runs else None
             _recommend(summary, task, runs, reps, test_size, len(plan.seeds))
+            summary.findings = _findings(summary, task, reps)
     return summary
+
+
+def _findings(summary: Summary, task: str, reps: dict) -> list[Finding]:
+    """Each of the paper's directions whose two designs the study has, paired, Holm over the directions tested."""
+    metric = summary.metric
+    means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
+    tested = [d for d in testable(set(reps)) if d.first in means and d.second in means]
+    comparisons = [sig.compare(means[d.first], means[d.second], reps[d.first][metric], reps[d.second][metric], metric)
+                   for d in tested]
+    adjusted = sig.holm([c.p for c in comparisons])
+    return [Finding(d, c, p, direction_verdict(d, sig.verdict(c.delta, p))) for d, c, p in zip(tested, comparisons, adjusted)]
 
 
 def _runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:
@@ -247,6 +271,24 @@ def effect_lines(summary: Summary, has_base: bool) -> list[str]:
     return lines + [""]
 
 
+def finding_lines(summary: Summary) -> list[str]:
+    if not summary.findings:
+        return []
+    task, metric = summary.tasks[0], summary.metric
+    lines = ["## The paper's directions", "",
+             f"Each directional finding of the SDE paper whose two designs are in this study, on {task}: Δ{metric} = "
+             "the first design minus the second, paired on the same test documents (and seeds); Holm p: adjusted over "
+             "the findings tested here; at α 0.05 on the Holm p a finding is *replicated* (the paper's direction), "
+             "*reversed* (the other way) or *not distinguishable*.", "",
+             f"| the paper's finding | first design | second design | Δ{metric} | 95% CI | p | Holm p | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for f in summary.findings:
+        c = f.comparison
+        lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | "
+                     f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {f.holm_p:.4f} | {f.verdict} |")
+    return lines + [""]
+
+
 def recommendation_lines(summary: Summary) -> list[str]:
     task, metric, best = summary.tasks[0], summary.metric, summary.best
     lines = ["## Recommended design", "",
@@ -277,7 +319,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     plots = root / PLOTS_DIR
     plots.mkdir(exist_ok=True)
     lines = header_lines(plan, summary) + design_lines(plan, summary)
-    lines += effect_lines(summary, BASE in plan.designs) + recommendation_lines(summary)
+    lines += effect_lines(summary, BASE in plan.designs) + finding_lines(summary) + recommendation_lines(summary)
     plot_designs(summary, plots / "designs.png")
     if summary.effects:
         plot_effects(summary, plots / "effects.png")

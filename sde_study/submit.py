@@ -18,12 +18,13 @@ from sde_study.work import is_done
 
 
 def file_hash(paths: list[Path]) -> str:
+    """The sha256 of the files' bytes, in order."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()[:40]
+    return digest.hexdigest()
 
 
 def base_revision(model: str) -> str:
@@ -34,8 +35,9 @@ def base_revision(model: str) -> str:
     return "main"
 
 
-def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None) -> list[str]:
-    """One line per finished cell: `added PATH`, `refused: reason` or the board's failures."""
+def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None, base_name: str | None = None) -> list[str]:
+    """One line per finished cell: `added PATH`, `refused: reason` or the board's failures. Adapters stay out of
+    the board: each entry names its adapter's path, sha256 and the command that trains it again."""
     from sde_tasks.board.submit import submit
 
     revision = base_revision(plan.model)
@@ -50,8 +52,9 @@ def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None) -> 
             continue
         adapter = item.folder(root) / "adapter"
         trained = json.loads((item.folder(root) / "train.json").read_text(encoding="utf-8"))
-        meta = {"schema_version": 1, "base_model": {"id": plan.model, "revision": revision},
-                "adapter": {"id": str(adapter), "revision": file_hash([adapter / "adapter_model.safetensors"])},
+        meta = {"schema_version": 1, "base_model": {"id": base_name or plan.model, "revision": revision},
+                "adapter": {"id": str(adapter), "revision": file_hash([adapter / "adapter_model.safetensors"]),
+                            "command": plan.cell_command(item.design, item.seed, f"{plan.task}-{item.design}-seed-{item.seed}")},
                 "design": item.design,
                 "training": {"task": plan.task, "domain": "D1" if plan.task == "masa" else None,
                              "size": trained["samples"]},

@@ -163,3 +163,15 @@ def test_study_of_a_user_task(user_tasks: dict, tiny_model_dir: Path, tmp_path: 
     rows = results(tmp_path / "hotel")
     assert [(r["task"], r["n_docs"]) for r in rows] == [("sde_hotel", 2), ("sde_hotel_ood", 2)]
     assert all({"kappa", "accuracy", "format_error_rate"} <= set(r) for r in rows)
+
+
+def test_a_cells_command_trains_the_same_adapter_again(uninterrupted: Path, tmp_path: Path) -> None:
+    """What a board entry records instead of its adapter: the shell line that trains it again, bit for bit."""
+    design, seed = "first-nomi-lines-pu-text-none", 1
+    command = require_plan(uninterrupted).cell_command(design, seed, "again")
+    assert command.startswith("printf ") and " --train-config again.train.yaml" in command
+    shell = command.replace(" sde study run ", " " + shlex.join([*SDE, "study", "run"]) + " ", 1)
+    done = run(["bash", "-c", shell], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    adapter = Path("cells") / design / f"seed-{seed}" / "adapter" / "adapter_model.safetensors"
+    assert (tmp_path / "again" / adapter).read_bytes() == (uninterrupted / adapter).read_bytes()

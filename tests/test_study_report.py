@@ -19,6 +19,7 @@ from sde_tasks.docstats import EXTRACTION, DocStats
 BASE = PRESETS["paper-base"].id
 BETTER = "first-nomi-natural-pu-text-none"  # placement=first: planted +0.15 detection rate
 SAME = "last-nomi-natural-ou-text-none"  # ew-sde: the same behaviour as paper-base
+NUMERIC = "last-nomi-natural-pu-numeric-none"  # labels=numeric: planted +0.15, against the paper's direction
 N_DOCS, SEEDS = 400, (0, 1, 2)
 
 
@@ -31,13 +32,13 @@ def run(rng: np.random.Generator, gold: np.ndarray, detect: np.ndarray, lift: fl
     return DocStats(EXTRACTION, (), table.astype(float))
 
 
-def write_study(root: Path) -> Plan:
+def write_study(root: Path, lifts: tuple[tuple[str, float], ...] = ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0))) -> Plan:
     rng = np.random.default_rng(0)
     gold, detect = 1 + rng.poisson(1.5, N_DOCS), rng.beta(2, 3, N_DOCS)
-    plan = Plan(model="m", task="ner", designs=[BASE, BETTER, SAME], seeds=list(SEEDS), eval_limit=N_DOCS,
+    plan = Plan(model="m", task="ner", designs=[d for d, _ in lifts], seeds=list(SEEDS), eval_limit=N_DOCS,
                 analysis=False)
     rows, stats = [], []
-    for design, lift in ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0)):
+    for design, lift in lifts:
         for seed in SEEDS:
             found = run(rng, gold, detect, lift)
             row = {"kind": "tuned", "design": design, "seed": seed, "task": "sde_ner", **found.corpus(),
@@ -72,6 +73,25 @@ def test_report_has_intervals_tests_verdicts_and_power(tmp_path: Path) -> None:
     assert "To resolve the observed lead of `placement=first` over" in report
     for plot in ("designs.png", "effects.png"):
         assert (root / "plots" / plot).stat().st_size > 0
+
+
+def test_report_checks_the_papers_directions(tmp_path: Path) -> None:
+    """Each of the paper's findings the designs allow: the planted effects replicate one and reverse another."""
+    root = tmp_path / "study"
+    plan = write_study(root, ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0), (NUMERIC, 0.15)))
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    report = write_report(root, plan, rows).read_text(encoding="utf-8")
+    section = report.split("## The paper's directions")[1].split("\n## ")[0]
+    found = {m[0]: (float(m[1]), float(m[2]), float(m[3]), m[4])
+             for m in re.findall(r"\| ([^|]+?) \| [^|]+ \| [^|]+ \| ([+-]\S+) \| \[([+-]\S+), ([+-]\S+)\] \| "
+                                 r"\S+ \| \S+ \| ([^|]+?) \|", section)}
+    assert set(found) == {"Inst-first beats Inst-last", "PU beats OU", "Text labels beat numeric labels"}, section
+    delta, low, _, verdict = found["Inst-first beats Inst-last"]
+    assert delta > 0 and low > 0 and verdict == "replicated"
+    delta, _, high, verdict = found["Text labels beat numeric labels"]
+    assert delta < 0 and high < 0 and verdict == "reversed"
+    _, low, high, verdict = found["PU beats OU"]
+    assert low < 0 < high and verdict == "not distinguishable"
 
 
 def test_report_ties_designs_it_cannot_separate(tmp_path: Path) -> None:
