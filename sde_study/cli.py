@@ -40,6 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
     run.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
                      help="PE signals of every design on the untuned model (default on)")
+    run.add_argument("--signal-limit", type=int, help="score the PE signals on the first N test documents (default: "
+                     "as the cells); the untuned model often writes to the token budget, so signals cost more per document")
     run.add_argument("--icl-shots", type=int, default=3, help="in-context examples for the PE signal (default 3)")
     run.add_argument("--ppl-samples", type=int, default=200, help="train rows for the perplexity signals (default 200)")
     run.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
@@ -123,7 +125,7 @@ def build_plan(args: argparse.Namespace, engine: str):
     local = args.model.startswith(("/", ".", "~")) or args.model.count("/") > 1  # a Hub id is NAME or ORG/NAME
     if local and not Path(args.model).expanduser().is_dir():
         raise UserError(f"--model {args.model}: no such model folder (a local folder, or a Hub id ORG/NAME)")
-    for flag in ("eval_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
+    for flag in ("eval_limit", "signal_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
                  "nproc_per_node", "workers"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "icl_shots" else 1):
@@ -142,7 +144,8 @@ def build_plan(args: argparse.Namespace, engine: str):
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
                 train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
-                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks, engine=engine)
+                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks, engine=engine,
+                signal_limit=args.signal_limit)
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:

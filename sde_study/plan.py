@@ -50,6 +50,12 @@ class Plan:
     ppl_samples: int = 200
     user_tasks: list[str] | None = None  # lm-eval tasks of a user's spec (in DIR/tasks, by sde eval make-task)
     engine: str = "hf"  # what generates the evaluated outputs: vllm or hf (sde_study.engines)
+    signal_limit: int | None = None  # PE signals on the first N test documents (None: as the cells, eval_limit)
+
+    @property
+    def signal_docs(self) -> int | None:
+        """How many test documents the PE signals score: the untuned model rambles, so they may use fewer."""
+        return self.signal_limit if self.signal_limit is not None else self.eval_limit
 
     @property
     def lm_eval_tasks(self) -> tuple[str, ...]:

@@ -441,7 +441,9 @@ def signals_section(rows: list[dict], plan: Plan, summary: Summary, plots: Path)
     values = signal_values(rows, task, metric, set(tuned))
     designs = [d for d in plan.designs if d in tuned and all(d in v for v in values.values())]
     lines = ["## Prompt engineering signals vs the tuned ranking", "",
-             f"Signals of the untuned base model per design ({task}; in-context: {plan.icl_shots} examples from the dev "
+             f"Signals of the untuned base model per design ({task}, "
+             f"{f'first {plan.signal_docs} test documents' if plan.signal_docs else 'full test set'}; "
+             f"in-context: {plan.icl_shots} examples from the dev "
              f"split; perplexities: mean per-token NLL of {plan.ppl_samples} training rows), next to the tuned {metric}.",
              "", "| design | tuned " + metric + " | zero-shot | in-context | prompt NLL | output NLL |",
              "|---|---|---|---|---|---|"]

@@ -110,15 +110,17 @@ def lora_rank(plan: Plan) -> int:
 
 
 def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path,
-             num_fewshot: int | None = None):
-    """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks, limit and chat template,
-    in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that reproduces it (run in `root`)."""
+             num_fewshot: int | None = None, signal: bool = False):
+    """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks, limit (the signals' for a
+    `signal`) and chat template, in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that
+    reproduces it (run in `root`)."""
     from sde_study.engines import lm_eval_command
     from sde_study.evaluate import run_lm_eval
     from sde_train.threads import choose_threads
 
     choose_threads()  # the cores free now: $OMP_NUM_THREADS, else measured
-    settings = dict(chat_template=plan.chat_template, limit=plan.eval_limit, num_fewshot=num_fewshot,
+    limit = plan.signal_docs if signal else plan.eval_limit
+    settings = dict(chat_template=plan.chat_template, limit=limit, num_fewshot=num_fewshot,
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
     with engine.lm(adapter) as lm:
         found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, labels=task_labels(plan), **settings)
@@ -178,9 +180,10 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, engine) -> tuple[list[di
     folder = item.folder(root)
     rows, stats = [], []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        found, command = evaluate(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots)
+        found, command = evaluate(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots,
+                                  signal=True)
         mine = [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
-                 "eval_limit": plan.eval_limit, "eval_seconds": found.seconds, "lm_eval_command": command}
+                 "eval_limit": plan.signal_docs, "eval_seconds": found.seconds, "lm_eval_command": command}
                 for task, metrics in found.scores.items()]
         rows += mine
         stats += [stats_entry(row, found.doc_stats[row["task"]]) for row in mine]

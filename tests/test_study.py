@@ -175,3 +175,15 @@ def test_a_cells_command_trains_the_same_adapter_again(uninterrupted: Path, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     adapter = Path("cells") / design / f"seed-{seed}" / "adapter" / "adapter_model.safetensors"
     assert (tmp_path / "again" / adapter).read_bytes() == (uninterrupted / adapter).read_bytes()
+
+
+def test_signals_score_their_own_number_of_documents(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--signal-limit: the untuned model's signals on fewer documents than the cells (it writes to the budget)."""
+    out = tmp_path / "fewer"
+    done = run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task", "ner", "--designs", "es-sde",
+                "--train-size", "8", "--seeds", "0", "--out", str(out), "--eval-limit", "3", "--signal-limit", "2",
+                "--max-steps", "2", "--ppl-samples", "4", "--icl-shots", "1"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    docs = {r.get("signal", r["kind"]): r.get("n_docs") for r in results(out)}
+    assert docs == {"tuned": 3, "zero-shot": 2, "in-context": 2, "perplexity": None}
+    assert "sde_ner, first 2 test documents; in-context" in (out / "REPORT.md").read_text(encoding="utf-8")
