@@ -49,7 +49,7 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[
     engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, lora_rank(plan))
     failures = []
     for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
-        if is_done(root, item):
+        if is_done(root, item) or running_elsewhere(item.folder(root)):
             continue
         folder = item.folder(root)
         set_state(folder, "running")
@@ -65,6 +65,21 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[
         write_atomic(folder / RESULT, json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
         set_state(folder, "done")
     return failures
+
+
+def running_elsewhere(folder: Path) -> bool:
+    """Another live process on this machine runs the item now: two workers on one study folder share the work."""
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if state.get("status") != "running" or state.get("host") != socket.gethostname() or state.get("pid") == os.getpid():
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False  # that process is gone: the item was interrupted
+    return True
 
 
 def set_state(folder: Path, status: str, **extra: Any) -> None:
