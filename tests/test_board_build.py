@@ -41,6 +41,20 @@ def test_tables_mark_best_and_aggregate_runs(tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in site.glob("*.png"))
 
 
+def test_the_interval_columns_follow_the_primary_metric(tmp_path):
+    """NER's primary metric, f1, is not its first column: the header names each value where the rows put it."""
+    ner = {"precision": 0.3, "recall": 0.1, "f1": 0.15, "soft_precision": 0.4, "soft_recall": 0.2, "soft_f1": 0.25,
+           "format_error_rate": 0.1}
+    write_submission(tmp_path, "a", meta_for("m/one", "first-nomi-lines-pu-text-none"),
+                     synthetic_results({"sde_ner": ner}))
+    text = build(tmp_path)[0].read_text(encoding="utf-8")
+    head = next(line for line in text.splitlines() if line.startswith("| Base model"))
+    row = next(line for line in text.splitlines() if line.startswith("| m/one"))
+    columns = dict(zip(head.strip("|").split(" | "), row.strip("|").split(" | ")))
+    assert columns["f1 ↑"].strip("* ") == "0.1500" and columns["recall ↑"].strip("* ") == "0.1000"
+    assert columns["f1 95% CI"] == "–" and list(columns).index("f1 95% CI") == list(columns).index("f1 ↑") + 1
+
+
 def test_user_text_is_escaped_everywhere(tmp_path):
     evil = "<script>alert(1)</script> | *x* $\\alpha$ & [l](http://e)"
     meta = meta_for(evil, "first-nomi-lines-pu-text-none")

@@ -193,8 +193,8 @@ def markdown_table(board: TaskBoard) -> str:
     best = best_values([t.means for t in table], board.metrics, board.higher_is_better)
     arrows = {m: ("↑" if board.higher_is_better[m] else "↓") for m in board.metrics}
     head = ["Base model", "Design", "Training", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
-    head.insert(5, f"{board.primary} 95% CI")
-    head.insert(6, "≈ best")
+    after = 4 + board.metrics.index(board.primary) + 1  # the interval and the tie mark follow the primary metric
+    head[after:after] = [f"{board.primary} 95% CI", "≈ best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(board.metrics) + 1) + "---|"]
     for row in table:
         means = row.means
