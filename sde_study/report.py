@@ -263,12 +263,16 @@ def effect_lines(summary: Summary, has_base: bool) -> list[str]:
         mean = statistics.fmean(e.seed_deltas) if e.seed_deltas else float("nan")
         agree = sum(1 for d in e.seed_deltas if d != 0 and math.copysign(1, d) == math.copysign(1, mean))
         c = e.comparison
-        stats = (f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {e.holm_p:.4f}" if c is not None
-                 else f"{mean:+.4f} | — | — | —")
+        stats = comparison_cells(c, e.holm_p) if c is not None else f"{mean:+.4f} | — | — | —"
         lines.append(f"| {short(e.design)} | {e.task} | {stats} | {e.verdict} | {agree}/{len(e.seed_deltas)} |")
     if summary.effects:
         lines += ["", f"![one-factor effects]({PLOTS_DIR}/effects.png)"]
     return lines + [""]
+
+
+def comparison_cells(c: sig.Comparison, holm_p: float) -> str:
+    """Δ | 95% CI | p | Holm p: one paired comparison in a table row (effects and the paper's directions alike)."""
+    return f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {holm_p:.4f}"
 
 
 def finding_lines(summary: Summary) -> list[str]:
@@ -285,7 +289,7 @@ def finding_lines(summary: Summary) -> list[str]:
     for f in summary.findings:
         c = f.comparison
         lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | "
-                     f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {f.holm_p:.4f} | {f.verdict} |")
+                     f"{comparison_cells(c, f.holm_p)} | {f.verdict} |")
     return lines + [""]
 
 
