@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from sde_datagen.rationale import Overrides, rationales_for
 from sde_datagen.records import GoldRecord, load_records
 from sde_datagen.render import render_sample
 from sde_datagen.spec import TaskSpec
-from sde_files import swap_into_place, umask_mode
+from sde_files import atomic_folder
 
 SPLIT_FILES = {"train": ("train",), "validation": ("valid", "dev", "validation"), "test": ("test",)}
 SCHEMA = pa.schema(
@@ -93,9 +92,7 @@ def export_dataset(
 ) -> dict[str, dict[str, int]]:
     """Write every (design, split) as parquet plus the dataset card; returns row counts per config."""
     out = check_out(Path(out), overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, umask_mode(directory=True))
+    with atomic_folder(out) as tmp:
         targets = {s.name: [json.dumps(r.targets, ensure_ascii=False) for r in s.records] for s in splits}
         reasons = {}
         if any(d.reasoning != "none" for d in designs):
@@ -112,10 +109,6 @@ def export_dataset(
             pq.write_table(_table(samples, targets[split.name]), folder / f"{split.name}.parquet")
             counts.setdefault(design.id, {})[split.name] = len(samples)
         (tmp / "README.md").write_text(dataset_card(spec, designs, counts, note), encoding="utf-8")
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts
 
 

@@ -59,14 +59,14 @@ def swap_into_place(tmp: Path, out: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
-    """A temp folder beside `out` to build in; when the block ends without error it follows the umask and
-    replaces `out`, else it is removed."""
+    """A temp folder beside `out` to build in; when the block ends without error everything in it follows the
+    umask and it replaces `out`, else it is removed. Every folder sde-kit writes is written through it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
-        os.chmod(tmp, umask_mode(directory=True))
+        follow_umask(tmp)
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from sde_datagen.errors import UserError
 from sde_study.engines import ENGINES  # standard library only: the CLI stays light
 
+DEFAULT_TRAIN_SIZE = 500  # the paper's
 RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
 
 
@@ -23,8 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
     run.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
                      "(default one-factor)")
-    run.add_argument("--train-size", type=int, default=500, help="train records sampled once for all cells "
-                     "(default 500, the paper's)")
+    run.add_argument("--train-size", type=int, help="train records sampled once for all cells (default: the "
+                     f"paper's {DEFAULT_TRAIN_SIZE}, or every record when the train split has fewer)")
     run.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
     run.add_argument("--out", required=True, type=Path, help="the study folder")
     run.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
@@ -118,13 +119,13 @@ def choose_engine(asked: str, existing) -> str:
 
 
 def build_plan(args: argparse.Namespace, engine: str):
+    """The plan the arguments ask for, everything checked that can be before anything is written: flags, the
+    model folder, designs, seeds, the task and every record of the data it reads, the train size against it."""
     from sde_study.plan import Plan, resolve_plan_designs
 
     if args.task_spec and not args.data:
         raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
-    local = args.model.startswith(("/", ".", "~")) or args.model.count("/") > 1  # a Hub id is NAME or ORG/NAME
-    if local and not Path(args.model).expanduser().is_dir():
-        raise UserError(f"--model {args.model}: no such model folder (a local folder, or a Hub id ORG/NAME)")
+    check_model(args.model)
     for flag in ("eval_limit", "signal_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
                  "nproc_per_node", "workers"):
         value = getattr(args, flag)
@@ -133,19 +134,47 @@ def build_plan(args: argparse.Namespace, engine: str):
     from sde_datagen.tasks import load_task
 
     spec = load_task(args.task_spec or args.task)
+    designs, seeds = resolve_plan_designs(args.designs, spec.family), _seeds(args.seeds)
+    train = train_settings(args.train_config, args.max_steps)
     user_tasks = None
     if args.task_spec:
         from sde_tasks.make_task import domain_pair, task_names
 
         user_tasks = task_names(spec.name, domain_pair(Path(args.task_spec))[1] is not None)
-    return Plan(model=args.model, task=spec.name if args.task_spec else args.task,
-                designs=resolve_plan_designs(args.designs, spec.family), seeds=_seeds(args.seeds),
-                train_size=args.train_size, task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
+    return Plan(model=args.model, task=spec.name if args.task_spec else args.task, designs=designs, seeds=seeds,
+                train_size=train_size(args, spec), task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
-                train=train_settings(args.train_config, args.max_steps), analysis=args.analysis,
-                icl_shots=args.icl_shots, ppl_samples=args.ppl_samples, user_tasks=user_tasks, engine=engine,
-                signal_limit=args.signal_limit)
+                train=train, analysis=args.analysis, icl_shots=args.icl_shots, ppl_samples=args.ppl_samples,
+                user_tasks=user_tasks, engine=engine, signal_limit=args.signal_limit)
+
+
+def check_model(model: str) -> None:
+    """A local --model is a folder holding a transformers model (a Hub id is NAME or ORG/NAME, checked on use)."""
+    local = model.startswith(("/", ".", "~")) or model.count("/") > 1
+    folder = Path(model).expanduser()
+    if local and not folder.is_dir():
+        raise UserError(f"--model {model}: no such model folder (a local folder, or a Hub id ORG/NAME)")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise UserError(f"--model {model}: the folder holds no model (no config.json; `sde models get` makes one, "
+                        "or give a Hub id ORG/NAME)")
+
+
+def train_size(args: argparse.Namespace, spec) -> int:
+    """--train-size checked against the records of the train split (each record read and validated now); by
+    default the paper's 500, or all of them when there are fewer (said in one line)."""
+    from sde_datagen.data import bundled_dir
+    from sde_datagen.export import read_splits
+
+    wanted = ("train", "test") if args.task_spec else ("train",)
+    splits = read_splits(spec, Path(args.data) if args.data else bundled_dir(args.task), None, wanted=wanted)
+    available = len(splits[0].records)
+    if args.train_size is not None and args.train_size > available:
+        raise UserError(f"--train-size {args.train_size}: {splits[0].path} has only {available} records")
+    if args.train_size is None and available < DEFAULT_TRAIN_SIZE:
+        print(f"sde study: training on all {available} records of {splits[0].path} (the default "
+              f"--train-size {DEFAULT_TRAIN_SIZE} is more than it has)", file=sys.stderr)
+    return args.train_size or min(DEFAULT_TRAIN_SIZE, available)
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -156,6 +185,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.work import is_done
 
     root: Path = args.out
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root}: is a file; give a study folder")
     existing = read_plan(root)
     plan = build_plan(args, choose_engine(args.engine, existing))
     if existing is not None:
@@ -167,18 +198,23 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
     options = ExecutorOptions(args.executor, args.workers, args.nproc_per_node, args.slurm_partition,
                               args.slurm_gpus_per_node, args.slurm_time, args.slurm_array_parallelism)
-    failures = execute(root, todo, options)
+    outcome = execute(root, todo, options)
     rows = collect(root, plan)
     print(f"wrote {root / 'results.jsonl'} ({len(rows)} rows)")
-    if not failures and rows:
+    if outcome.elsewhere:
+        print(f"sde study: {len(outcome.elsewhere)} item(s) are run by another worker ({', '.join(outcome.elsewhere)}); "
+              f"the study is not complete: `sde study status {root}` follows them, `sde study report {root}` reports "
+              "once they are done", file=sys.stderr)
+    elif not outcome.failures and rows:
         from sde_study.report import write_report
 
         print(f"wrote {write_report(root, plan, rows)}")
-    if failures:
+    if outcome.failures:
         print("\n".join(status_lines(root, plan)), file=sys.stderr)
-        print(f"sde study: {len(failures)} item(s) failed; fix the cause and rerun the same command", file=sys.stderr)
+        print(f"sde study: {len(outcome.failures)} item(s) failed; fix the cause and rerun the same command",
+              file=sys.stderr)
         return 1
-    return 0
+    return 3 if outcome.elsewhere else 0
 
 
 def _status(args: argparse.Namespace, extra: list[str]) -> int:

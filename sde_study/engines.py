@@ -145,21 +145,22 @@ class VLLMEngine:
         from sde_study.vllm_model import SwappableVLLM
         from sde_train.threads import choose_threads
 
+        # The environment as it is now is what every later process sees: the settings below are read while the
+        # engine starts, and vLLM adds its own for its workers (LD_PRELOAD of libgomp, VLLM_*, TORCHINDUCTOR_*);
+        # training processes started later must neither inherit them nor have their thread count decided here.
+        before = dict(os.environ)
         # vLLM binds its threads once, at start (and ignores torch.set_num_threads after): the free cores now.
         os.environ.setdefault("OMP_NUM_THREADS", str(choose_threads()))
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
         # The engine in this process: no spawned engine-core process (a study worker, a test, a script
         # without a __main__ guard all work), and on a 2-core machine no second process to share them with.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        ours = dict(os.environ)
         try:
             return SwappableVLLM(pretrained=self.path, dtype=self.dtype, max_lora_rank=self.max_lora_rank,
                                  batch_size="auto", **self.engine_args)
         finally:
-            # vLLM sets variables for its own workers (LD_PRELOAD of libgomp, VLLM_*, TORCHINDUCTOR_*); the
-            # engine runs in this process, and processes started later (torchrun training) must not inherit them.
             os.environ.clear()
-            os.environ.update(ours)
+            os.environ.update(before)
 
     @contextlib.contextmanager
     def lm(self, adapter: Path | None) -> Iterator[Any]:

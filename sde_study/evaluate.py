@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sde_files import swap_into_place
+from sde_files import atomic_folder
 from sde_tasks.docstats import DocStats
 
 
@@ -44,9 +42,7 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
     from sde_tasks.lm_eval_hook import tasks_dir
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         start = time.perf_counter()
         tracker = EvaluationTracker(output_path=str(tmp))
         # Only the task folder is indexed (lm-eval's own thousands of tasks take ~10 s to index).
@@ -61,10 +57,6 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
         for task in results["configs"]:
             tracker.save_results_samples(task_name=task, samples=samples[task])
         seconds = time.perf_counter() - start
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     scores = {task: metrics_of(results, task) for task in tasks}
     stats = {task: logged_doc_stats(samples[task], labels) for task in tasks}
     return Evaluation(scores, stats, seconds, out)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import submitit
 
-from sde_study.work import run_items
+from sde_study.work import Outcome, run_items
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -31,7 +31,7 @@ class ExecutorOptions:
 class Worker(submitit.helpers.Checkpointable):
     """A submitit job: run a list of items of a study folder; requeued as is on preemption or timeout."""
 
-    def __call__(self, root: str, item_ids: list[str], nproc_per_node: int) -> list[str]:
+    def __call__(self, root: str, item_ids: list[str], nproc_per_node: int) -> Outcome:
         return run_items(Path(root), item_ids, nproc_per_node)
 
 
@@ -41,10 +41,10 @@ def chunks(items: list[str], n: int) -> list[list[str]]:
     return [items[i::n] for i in range(n)]
 
 
-def execute(root: Path, item_ids: list[str], options: ExecutorOptions) -> list[str]:
-    """Run the items; returns the failures ("item: error")."""
+def execute(root: Path, item_ids: list[str], options: ExecutorOptions) -> Outcome:
+    """Run the items; returns their failures and the items left to another worker."""
     if not item_ids:
-        return []
+        return Outcome()
     if options.kind == "local":
         return run_items(root, item_ids, options.nproc_per_node)
     folder = root / "submitit"
@@ -60,10 +60,10 @@ def execute(root: Path, item_ids: list[str], options: ExecutorOptions) -> list[s
     groups = chunks(item_ids, options.workers or options.slurm_array_parallelism or len(item_ids))
     jobs = executor.map_array(Worker(), [str(root)] * len(groups), groups, [options.nproc_per_node] * len(groups))
     print(f"submitted {len(jobs)} job(s) ({options.kind}): {', '.join(j.job_id for j in jobs)}; logs in {folder}")
-    failures = []
+    outcome = Outcome()
     for job, group in zip(jobs, groups):
         try:
-            failures += job.result()
+            outcome = outcome.add(job.result())
         except Exception as err:  # the job itself died (not one item): its items stay to do
-            failures.append(f"job {job.job_id} ({len(group)} item(s)): {str(err).strip().splitlines()[-1]}")
-    return failures
+            outcome.failures.append(f"job {job.job_id} ({len(group)} item(s)): {str(err).strip().splitlines()[-1]}")
+    return outcome

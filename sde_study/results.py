@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from sde_files import write_atomic
 from sde_study.plan import Plan, WorkItem
-from sde_study.work import RESULT, STATE
+from sde_study.work import RESULT, STATE, is_locked
 
 RESULTS_NAME = "results.jsonl"
 DOC_STATS_NAME = "docstats.jsonl"  # per-document statistics of every evaluated row: the report's intervals
 
 
 def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
-    """{"status": done | running | failed | to do, ...}; a `running` item whose process is gone is `to do`."""
+    """{"status": done | running | failed | to do, ...}; an item is `running` only while a worker holds its lock."""
     folder = item.folder(root)
     if (folder / RESULT).is_file():
         return {"status": "done"}
@@ -27,36 +25,71 @@ def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
     if state.get("status") == "failed":
         return {"status": "failed", "error": state.get("error", "")}
     if state.get("status") == "running":
-        if state.get("host") != socket.gethostname():
-            return {"status": "running", "where": f"on {state.get('host')}"}
-        if _alive(int(state.get("pid", -1))):
-            return {"status": "running", "where": f"pid {state['pid']}"}
+        if is_locked(folder):
+            return {"status": "running", "where": f"pid {state.get('pid')} on {state.get('host')}"}
         return {"status": "to do", "note": "interrupted; resumes on the next run"}
     return {"status": "to do"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return pid > 0
+def item_key(row: dict[str, Any]) -> tuple:
+    """The work item a results or docstats row belongs to: (kind, design, seed) of a cell, (kind, design) of signals."""
+    return (row.get("kind"), row.get("design"), row.get("seed") if row.get("kind") == "tuned" else None)
+
+
+def read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a study's JSONL file as they are ([] when there is none); a damaged line is a UserError naming it."""
+    from sde_datagen.errors import UserError
+
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise UserError(f"{path}:{number}: not a JSON line ({err.msg}); the file was left as it is") from None
+        if not isinstance(row, dict) or not isinstance(row.get("kind"), str) or not isinstance(row.get("design"), str):
+            raise UserError(f"{path}:{number}: not a study row (a mapping with 'kind' and 'design'); "
+                            "the file was left as it is")
+        rows.append(row)
+    return rows
 
 
 def collect(root: Path, plan: Plan) -> list[dict[str, Any]]:
-    """Rows of every finished item, in plan order; rewrites DIR/results.jsonl and DIR/docstats.jsonl atomically."""
-    rows, stats = [], []
+    """Every row of the study, in plan order: a finished item's rows from its folder, and the rows already in
+    DIR/results.jsonl and DIR/docstats.jsonl of items whose folders are absent (a committed study has none), kept
+    as they are. The two files are rewritten (atomically) only when a row was added or changed."""
+    kept_rows, kept_stats = read_jsonl_rows(root / RESULTS_NAME), read_jsonl_rows(root / DOC_STATS_NAME)
+    rows, stats, rebuilt = [], [], set()
     for item in plan.items():
         path = item.folder(root) / RESULT
         if path.is_file():
             result = json.loads(path.read_text(encoding="utf-8"))
             rows += result["rows"]
             stats += result["doc_stats"] if "doc_stats" in result else logged_stats(item.folder(root), result["rows"], plan)
-    write_atomic(root / RESULTS_NAME, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    write_atomic(root / DOC_STATS_NAME, "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in stats))
+            rebuilt.add(item_key(item.describe()))
+    order = {item_key(item.describe()): i for i, item in enumerate(plan.items())}
+    rows = _in_plan_order(rows + [r for r in kept_rows if item_key(r) not in rebuilt], order)
+    stats = _in_plan_order(stats + [s for s in kept_stats if item_key(s) not in rebuilt], order)
+    _rewrite_if_changed(root / RESULTS_NAME, kept_rows, rows, lambda r: json.dumps(r, ensure_ascii=False))
+    _rewrite_if_changed(root / DOC_STATS_NAME, kept_stats, stats, lambda s: json.dumps(s, separators=(",", ":")))
     return rows
+
+
+def _in_plan_order(rows: list[dict[str, Any]], order: dict[tuple, int]) -> list[dict[str, Any]]:
+    """Rows sorted by their item's place in the plan (stable: an item's own rows keep their order); rows of items
+    the plan does not hold go last."""
+    return sorted(rows, key=lambda r: order.get(item_key(r), len(order)))
+
+
+def _rewrite_if_changed(path: Path, before: list[dict], after: list[dict], line) -> None:
+    """Write `after` unless it holds the same rows as `before` (in any order): a study nothing was added to keeps
+    its files byte for byte."""
+    lines = [line(r) for r in after]
+    if sorted(lines) != sorted(line(r) for r in before):
+        write_atomic(path, "".join(text + "\n" for text in lines))
 
 
 def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:

@@ -3,10 +3,12 @@
 A cell is done when `result.json` exists (written atomically, last). Training runs with sde_train's
 `--resume`, so a killed cell continues from its last checkpoint; a cell killed while evaluating is
 evaluated again from the start. A failing item is recorded (`state.json`, with the error) and the
-worker goes on with the next one.
+worker goes on with the next one. Several workers share a study folder: each item is run under a file lock
+(`worker.lock` in its folder), and a worker leaves an item whose lock another one holds.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -14,14 +16,16 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sde_files import write_atomic
 from sde_study.plan import Plan, WorkItem, require_plan
 
 RESULT = "result.json"
 STATE = "state.json"
+LOCK = "worker.lock"  # held by the worker that runs the item
 TRAINED = "train.json"
 
 
@@ -38,8 +42,19 @@ def is_done(root: Path, item: WorkItem) -> bool:
     return (item.folder(root) / RESULT).is_file()
 
 
-def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[str]:
-    """Run the items (skipping finished ones) with one evaluation engine for all; returns the failures."""
+@dataclass
+class Outcome:
+    """What a worker's run of items ended with: the failures ("item: error") and the items another worker held."""
+
+    failures: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
+
+    def add(self, other: "Outcome") -> "Outcome":
+        return Outcome(self.failures + other.failures, self.elsewhere + other.elsewhere)
+
+
+def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> Outcome:
+    """Run the items (skipping finished ones, and those another worker holds) with one evaluation engine for all."""
     from tqdm.auto import tqdm
 
     from sde_study.engines import make_engine
@@ -47,39 +62,61 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> list[
     root = Path(root)
     plan = require_plan(root)
     engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, lora_rank(plan))
-    failures = []
+    outcome = Outcome()
     for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
-        if is_done(root, item) or running_elsewhere(item.folder(root)):
-            continue
         folder = item.folder(root)
-        set_state(folder, "running")
-        try:
-            rows, stats = (run_cell(root, plan, item, engine, nproc_per_node) if item.kind == "cell"
-                           else run_signals(root, plan, item, engine))
-        except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
-            message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
-            set_state(folder, "failed", error=message, traceback=traceback.format_exc())
-            failures.append(f"{item.id}: {message}")
-            continue
-        result = {"rows": rows, "doc_stats": stats}
-        write_atomic(folder / RESULT, json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
-        set_state(folder, "done")
-    return failures
+        with claimed(folder) as mine:
+            if not mine:
+                outcome.elsewhere.append(item.id)
+            elif not is_done(root, item):  # checked again under the lock: another worker may have just finished it
+                failure = run_item(root, plan, item, engine, nproc_per_node)
+                if failure:
+                    outcome.failures.append(failure)
+    return outcome
 
 
-def running_elsewhere(folder: Path) -> bool:
-    """Another live process on this machine runs the item now: two workers on one study folder share the work."""
+def run_item(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> str | None:
+    """Run one item the caller holds the lock of: its result.json when it succeeds, else the failure in words."""
+    folder = item.folder(root)
+    set_state(folder, "running")
     try:
-        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if state.get("status") != "running" or state.get("host") != socket.gethostname() or state.get("pid") == os.getpid():
-        return False
+        rows, stats = (run_cell(root, plan, item, engine, nproc_per_node) if item.kind == "cell"
+                       else run_signals(root, plan, item, engine))
+    except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
+        message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+        set_state(folder, "failed", error=message, traceback=traceback.format_exc())
+        return f"{item.id}: {message}"
+    write_atomic(folder / RESULT, json.dumps({"rows": rows, "doc_stats": stats}, ensure_ascii=False,
+                                             separators=(",", ":")) + "\n")
+    set_state(folder, "done")
+    return None
+
+
+@contextlib.contextmanager
+def claimed(folder: Path) -> Iterator[bool]:
+    """The item's lock, held for the block: True when this worker holds it, False when another one does. It is a
+    file lock, which the operating system releases when its holder dies, however it dies (no pid to trust)."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK)
     try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, TypeError, KeyError):
-        return False  # that process is gone: the item was interrupted
-    return True
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def is_locked(folder: Path) -> bool:
+    """A worker (in another process) runs the item in `folder` now."""
+    if not (folder / LOCK).is_file():
+        return False
+    with claimed(folder) as mine:
+        return not mine
 
 
 def set_state(folder: Path, status: str, **extra: Any) -> None:
@@ -98,23 +135,24 @@ def train_settings(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
 
 
 def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> dict[str, Any]:
-    """Train (or resume) the cell's adapter with sde_train; torchrun when the cell has several processes."""
+    """Train (or resume) the cell's adapter with sde_train: in this process, or in a process of its own (torchrun
+    with several processes per cell, and always beside a vLLM engine: vLLM changes the process that holds it)."""
     settings = train_settings(root, plan, item)
-    if nproc_per_node > 1:
-        import yaml
+    if nproc_per_node == 1 and plan.engine != "vllm":
+        from sde_train.config import TrainConfig
+        from sde_train.trainer import train
 
-        config_file = item.folder(root) / "train_config.yaml"
-        write_atomic(config_file, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
-        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}",
-                               "-m", "sde_train", "--config-file", str(config_file)],
-                              stdout=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"torchrun sde_train exited with {done.returncode} (its error is above)")
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    from sde_train.config import TrainConfig
-    from sde_train.trainer import train
+        return train(TrainConfig(**settings).check())
+    import yaml
 
-    return train(TrainConfig(**settings).check())
+    config_file = item.folder(root) / "train_config.yaml"
+    write_atomic(config_file, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"] if nproc_per_node > 1 else []
+    done = subprocess.run([sys.executable, *launcher, "-m", "sde_train", "--config-file", str(config_file)],
+                          stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"sde_train exited with {done.returncode} (its error is above)")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def lora_rank(plan: Plan) -> int:

@@ -8,14 +8,13 @@ beside it: prompts, parsing and metrics are the built-in tasks' code, not a copy
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from sde_datagen.errors import UserError
 from sde_datagen.export import SPLIT_FILES, read_splits
-from sde_files import swap_into_place
+from sde_files import atomic_folder
 from sde_tasks import metrics as m
 from sde_tasks.lm_eval_hook import tasks_dir
 from sde_tasks.scoring import task_domains, user_spec
@@ -142,9 +141,7 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
         raise UserError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     names = task_names(spec.name, out_domain is not None)
     digest = spec_sha256(spec_path)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         (tmp / DATA_DIR).mkdir()
         shutil.copyfile(spec_path, tmp / SPEC_FILE)
         shutil.copyfile(splits["test"].path, tmp / DATA_DIR / "test.jsonl")
@@ -156,10 +153,5 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
         (tmp / "README.md").write_text(readme(spec.name, names, spec.family, (in_domain, out_domain), digest),
                                        encoding="utf-8")
         UserTask(tmp / SPEC_FILE, tmp / DATA_DIR).load_docs(sde_domain=in_domain, sde_spec_sha256=digest)
-        tmp.chmod(0o755)
-        swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return names
 

@@ -15,13 +15,11 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sde_files import follow_umask, swap_into_place
+from sde_files import atomic_folder
 from sde_train.errors import TrainError
 
 MARKER = "sde_model.json"  # what was converted from which file; its presence means "verified and complete"
@@ -107,19 +105,14 @@ def fetch_model(name: str, out: str | Path, overwrite: bool = False) -> Path:
         raise TrainError(f"--out {out}: exists and is not a verified copy of {name}; pass --overwrite to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as err:
         raise TrainError(f"--out {out}: cannot create the model folder there ({err.strerror})") from None
-    try:
+    with atomic_folder(out) as tmp:
         checks = convert(source, tmp)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         marker = {"name": name, "source": f"{model.distribution}/{model.package}/{model.gguf_file}",
                   "source_sha256": sha, "license": model.license, "checks": checks, "files": files}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        follow_umask(tmp)
-        swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -29,7 +29,7 @@ from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
 from sde_train.errors import TrainError
-from sde_files import write_atomic
+from sde_files import atomic_folder, write_atomic
 from sde_train.output import prepare_output
 from sde_train.threads import choose_threads
 
@@ -436,15 +436,13 @@ def save_checkpoint(root: Path, step: int, parts: Trainable, key: RunKey) -> Pat
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(parts.peft_model).items()}
-    save_file(state, tmp / "adapter_model.safetensors")
-    torch.save(parts.optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(parts.scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **asdict(key)}), encoding="utf-8")
     final = root / f"step-{step:08d}"
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(parts.peft_model).items()}
+        save_file(state, tmp / "adapter_model.safetensors")
+        torch.save(parts.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(parts.scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **asdict(key)}), encoding="utf-8")
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

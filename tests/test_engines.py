@@ -88,3 +88,16 @@ def test_vllm_generates_what_hf_generates_on_the_tiny_model(tiny_model_dir: Path
         assert len(ours) == 8 and ours == theirs
     tuned = generated(tmp_path / "hf" / f"cells/{design}/seed-0/eval")
     assert tuned != generated(tmp_path / "hf" / f"signals/{design}/zero-shot")  # the adapter changes the outputs
+
+
+def test_vllm_study_trains_with_torchrun_after_its_engine_started(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The second cell trains (2 processes) after the worker's vLLM engine has evaluated the first: training runs in
+    processes of its own, with the environment as it was before the engine started, and the study completes."""
+    pytest.importorskip("vllm")
+    done = subprocess.run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task", "ner", "--designs", "es-sde",
+                           "--train-size", "8", "--seeds", "0,1", "--max-steps", "2", "--eval-limit", "2",
+                           "--max-gen-toks", "8", "--no-analysis", "--engine", "vllm", "--nproc-per-node", "2",
+                           "--out", str(tmp_path / "study")], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "study" / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["seed"], r["n_docs"]) for r in rows] == [(0, 2), (1, 2)]

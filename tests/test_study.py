@@ -187,22 +187,3 @@ def test_signals_score_their_own_number_of_documents(tiny_model_dir: Path, tmp_p
     docs = {r.get("signal", r["kind"]): r.get("n_docs") for r in results(out)}
     assert docs == {"tuned": 3, "zero-shot": 2, "in-context": 2, "perplexity": None}
     assert "sde_ner, first 2 test documents; in-context" in (out / "REPORT.md").read_text(encoding="utf-8")
-
-
-def test_an_item_running_in_another_live_worker_is_left_to_it(tmp_path: Path) -> None:
-    """Two `sde study run` workers on one folder share the work: neither starts an item the other one runs."""
-    from sde_study.work import running_elsewhere, set_state
-
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        set_state(tmp_path, "running")
-        assert not running_elsewhere(tmp_path)  # this process's own item
-        state = json.loads((tmp_path / "state.json").read_text(encoding="utf-8"))
-        (tmp_path / "state.json").write_text(json.dumps({**state, "pid": other.pid}), encoding="utf-8")
-        assert running_elsewhere(tmp_path)
-    finally:
-        other.kill()
-        other.wait()
-    assert not running_elsewhere(tmp_path)  # that worker died: the item is to do again
-    set_state(tmp_path, "failed")
-    assert not running_elsewhere(tmp_path)

@@ -7,10 +7,7 @@ statistically tied with the best of their base model (paired bootstrap, sde_task
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ from typing import Any
 
 from sde_datagen.design import AXES, Design, design_axes
 from sde_datagen.errors import UserError
-from sde_files import swap_into_place, umask_mode, write_atomic
+from sde_files import atomic_folder, write_atomic
 from sde_tasks.board.rows import FORMAT_ERROR, Row, TaskBoard, best_values, is_best
 from sde_tasks.board.samples import recomputed_stats
 from sde_tasks.docstats import DocStats
@@ -245,8 +242,7 @@ def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
     from sde_tasks.board.plots import MAX_DESIGNS, design_order, plot_by_design, plot_heatmap
 
     site = board_dir / SITE_DIR
-    tmp = Path(tempfile.mkdtemp(dir=board_dir, prefix=".site."))
-    try:
+    with atomic_folder(site) as tmp:
         plots: dict[str, list[tuple[str, str]]] = {}
         for board in boards:
             by_design, heatmap = f"{board.task}-by-design.png", f"{board.task}-heatmap.png"
@@ -259,11 +255,6 @@ def write_site(board_dir: Path, boards: list[TaskBoard]) -> Path:
                 (heatmap, f"{board.task}: {board.primary}, design x base model (mean over runs{shown})"),
             ]
         (tmp / "index.html").write_text(render_page(boards, plots, AXES), encoding="utf-8")
-        os.chmod(tmp, umask_mode(directory=True))
-        swap_into_place(tmp, site)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return site / "index.html"
 
 

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sde_datagen.errors import UserError
-from sde_files import umask_mode
+from sde_files import atomic_folder
 from sde_tasks.board.store import META_NAME, RESULTS_NAME, SUBMISSIONS_DIR, read_json, samples_name, schema_errors
 from sde_tasks.board.user_task import carry_specs
 from sde_tasks.board.validate import validate_board
@@ -79,25 +77,27 @@ def submit(results_dir: Path, meta_path: Path, board: Path,
     root = board / SUBMISSIONS_DIR
     try:
         root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(dir=root, prefix=".submit-"))
     except OSError as err:
         raise UserError(f"--board {board}: cannot write there ({err.strerror})") from None
     final = root / submission_id(meta, results_file)
     if final.exists():
-        stage.rmdir()
         return None, [f"this run is already submitted as {final}"]
     try:
-        shutil.copyfile(results_file, stage / RESULTS_NAME)
-        for task in tasks:
-            shutil.copyfile(samples[task], stage / samples_name(task))
-        (stage / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        failures = carry_specs(list(specs), results, stage) or validate_board(board, [stage])[stage]
-        if failures:
-            shutil.rmtree(stage)
-            return None, failures
-        os.chmod(stage, umask_mode(directory=True))
-        stage.rename(final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        with atomic_folder(final) as stage:
+            shutil.copyfile(results_file, stage / RESULTS_NAME)
+            for task in tasks:
+                shutil.copyfile(samples[task], stage / samples_name(task))
+            (stage / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            failures = carry_specs(list(specs), results, stage) or validate_board(board, [stage])[stage]
+            if failures:
+                raise _Refused(failures)
+    except _Refused as refused:  # the staged folder is gone: nothing was added to the board
+        return None, refused.failures
     return final, []
+
+
+class _Refused(Exception):
+    """A staged submission that failed validation: leaves atomic_folder without moving it into place."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = failures
