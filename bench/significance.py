@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     found = {}
     for task, design in (("ner", "es-sde"), ("masa", "es-sde")):
-        spec, items = score_items(task, design, *outputs(task, design))
+        scored = score_items(task, design, *outputs(task, design))
+        spec, items = scored.spec, scored.items
         stats = doc_stats(items, spec)
         sig.confidence_intervals([stats], 100)  # warm-up
         start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple, Protocol
@@ -28,8 +29,14 @@ ERROR_KINDS = (
     "missing_target",  # a target absent from a design that lists every target (pu)
     "missing_rationale",  # a reasoning design's item without its rationale in place
     "empty_span",  # an empty span in a list of spans (extraction)
+    "runaway",  # a degenerate answer: one item repeated RUNAWAY_REPEATS times or more, or a loop cut off mid-item
 )
 MASK = "\x00"  # stands in for a rationale while an item is split
+# A runaway answer repeats one item this many times (no gold answer of the bundled data repeats one at all, and
+# none of them, in any one-factor design, is taken for a runaway), or ends in this many copies of one unit of
+# text: a loop that the token budget cut, often mid-item.
+RUNAWAY_REPEATS = 5
+LONGEST_LOOP = 200  # characters of the longest repeated unit looked for at an answer's end
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,10 @@ class Codec:
             items = self._text_items(text, errors, soft)
         values, found_errors, stray = self._family.read(items, soft)
         errors += found_errors
+        loop = runaway(text, [(i.key, str(i.value)) for i in items] + stray
+                       + [(k, s) for k, v in values.items() if isinstance(v, list) for s in v])
+        if loop:
+            errors.append(FormatError("runaway", loop))
         if self.listed:
             missing = [name for name in self.spec.target_names if name not in values]
             if missing:
@@ -251,6 +262,24 @@ class Codec:
                     continue
             errors.append(FormatError("invalid_json", f"not an item of this design: '{line[:40]}'"))
         return items
+
+
+def runaway(text: str, atoms: list[tuple[str, str]]) -> str | None:
+    """Why an answer is degenerate (None when it is not): an item (a key and value, or a type and span) given
+    RUNAWAY_REPEATS times or more, or a text that ends in RUNAWAY_REPEATS copies of one unit of 2 or more
+    characters, the end of a loop that generation stopped wherever the token budget ran out."""
+    if atoms:
+        (key, value), count = Counter(atoms).most_common(1)[0]
+        if count >= RUNAWAY_REPEATS:
+            return f"'{key}: {value[:30]}' {count} times"
+    n = len(text)
+    for unit in range(2, min(LONGEST_LOOP, n // RUNAWAY_REPEATS) + 1):
+        if text[-1] != text[-1 - unit] or text[-2] != text[-2 - unit]:
+            continue  # cheap test first: most units fail on the last two characters
+        start = n - RUNAWAY_REPEATS * unit
+        if text[start + unit:] == text[start:n - unit]:
+            return f"ends in a loop of '{text[n - unit:][:30]}' ({RUNAWAY_REPEATS}+ times)"
+    return None
 
 
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner, without json.loads' wrapping

@@ -30,10 +30,11 @@ class Evaluation:
 def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
                 chat_template: bool, limit: int | None, num_fewshot: int | None = None,
                 include_path: str | None = None, max_gen_toks: int | None = None,
-                labels: tuple[str, ...] | None = None) -> Evaluation:
+                task: str | None = None) -> Evaluation:
     """Evaluate the lm-eval LM `lm` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
 
-    `labels`: a classification task's label order, for its per-document statistics (default MASA's).
+    `task`: the sde task (a built-in name or a spec's path; default: the one each document names), which gives the
+    per-document statistics their label order and the outputs their parser for `runaway_rate` and `collapsed`.
     """
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
@@ -54,12 +55,12 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
             task_manager=manager, metadata=metadata)
         samples = results.pop("samples")
         tracker.save_results_aggregated(results=results, samples=samples)
-        for task in results["configs"]:
-            tracker.save_results_samples(task_name=task, samples=samples[task])
+        for name in results["configs"]:
+            tracker.save_results_samples(task_name=name, samples=samples[name])
         seconds = time.perf_counter() - start
-    scores = {task: metrics_of(results, task) for task in tasks}
-    stats = {task: logged_doc_stats(samples[task], labels) for task in tasks}
-    return Evaluation(scores, stats, seconds, out)
+    runs = {name: logged_run(samples[name], task) for name in tasks}
+    scores = {name: {**metrics_of(results, name), **runs[name][1].as_json()} for name in tasks}
+    return Evaluation(scores, {name: runs[name][0] for name in tasks}, seconds, out)
 
 
 def logged_samples(folder: Path) -> list[dict[str, Any]]:
@@ -74,12 +75,15 @@ def generated(folder: Path) -> list[str]:
     return [r["resps"][0][0] for r in logged_samples(folder)]
 
 
-def logged_doc_stats(samples: list[dict[str, Any]], labels: tuple[str, ...] | None) -> DocStats:
-    """Per-document statistics from the items lm-eval logged beside each output, in document order."""
-    from sde_tasks.docstats import from_items
-    from sde_tasks.metrics import KAPPA_LABELS
+def logged_run(samples: list[dict[str, Any]], task: str | None = None):
+    """One task's run from the samples lm-eval logged, in document order: the per-document statistics of the items
+    it logged beside each output, and how degenerate the outputs are (sde_tasks.scoring.Degeneracy)."""
+    from sde_tasks.scoring import doc_stats, logged_degeneracy, task_spec
 
-    return from_items(sorted(samples, key=lambda s: s["doc_id"]), labels or KAPPA_LABELS)
+    ordered = sorted(samples, key=lambda s: s["doc_id"])
+    doc = ordered[0]["doc"]
+    spec = task_spec(task or doc["task"], doc.get("domain") or None)
+    return doc_stats(ordered, spec), logged_degeneracy(ordered, spec)
 
 
 def metrics_of(results: dict[str, Any], task: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sde_files import write_atomic
 from sde_study.directions import Direction, direction_verdict, testable
 from sde_study.plan import Plan
 from sde_tasks import significance as sig
+from sde_tasks.scoring import PAPER, RULES
 
 REPORT_NAME = "REPORT.md"
 PLOTS_DIR = "plots"
@@ -88,8 +89,9 @@ class Finding:
 
 @dataclass
 class Summary:
-    """Everything REPORT.md says, computed once."""
+    """Everything REPORT.md says under one scoring rule, computed once."""
 
+    rule: str
     metric: str
     tasks: tuple[str, ...]
     scores: dict[tuple[str, str, str], Score] = field(default_factory=dict)  # (design, task, metric)
@@ -97,25 +99,42 @@ class Summary:
     effects: list[Effect] = field(default_factory=list)
     best: str = ""
     versus_best: dict[str, sig.Comparison] = field(default_factory=dict)  # other design -> best vs it
+    collapsed: set[str] = field(default_factory=set)  # designs with a collapsed cell on the headline task
     power: list[str] = field(default_factory=list)
     n_docs: int | None = None
     findings: list[Finding] = field(default_factory=list)
 
+    @property
+    def available(self) -> bool:
+        """Whether the study's files hold what this rule needs (strict: per-document statistics)."""
+        return bool(self.scores)
 
-def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_size: int | None) -> Summary:
-    """Aggregate the tuned rows once: scores with intervals, effects, the recommendation, the power line."""
+    def tied(self) -> list[str]:
+        """The designs the data do not tell apart from the best (a collapsed design never counts as tied)."""
+        return [d for d, c in self.versus_best.items() if c.verdict != sig.BETTER and d not in self.collapsed]
+
+
+def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_size: int | None,
+              rule: str = PAPER) -> Summary:
+    """Aggregate the tuned rows once under `rule`: scores with intervals, effects, the recommendation, the power line.
+    Without per-document statistics only the paper rule is known (the rows' own metrics), with no intervals."""
     tuned = [r for r in rows if r["kind"] == "tuned"]
-    summary = Summary(headline(tuned[0]), plan.lm_eval_tasks)
+    summary = Summary(rule, headline(tuned[0]), plan.lm_eval_tasks)
+    summary.collapsed = {r["design"] for r in tuned if r.get("collapsed") and r["task"] == summary.tasks[0]}
     for r in tuned:
         if r["task"] == summary.tasks[0]:
             summary.losses.setdefault(r["design"], []).append(r["final_loss"])
     for task in summary.tasks:
         mine = [r for r in tuned if r["task"] == task]
-        runs = _runs(mine, doc_stats)
+        runs = {d: [s.under(rule) for s in group] for d, group in _runs(mine, doc_stats).items()}
+        if not runs and rule != PAPER:
+            return summary
         reps = sig.replicates(runs) if runs else {}
         for design in dict.fromkeys(r["design"] for r in mine):
+            seeds = [r["seed"] for r in mine if r["design"] == design]
             for metric in (summary.metric, ERRORS):
-                per_seed = {r["seed"]: r[metric] for r in mine if r["design"] == design}
+                per_seed = (dict(zip(seeds, (s.corpus()[metric] for s in runs[design]))) if runs else
+                            {r["seed"]: r[metric] for r in mine if r["design"] == design})
                 ci = sig.interval(reps[design][metric]) if design in reps else None
                 summary.scores[(design, task, metric)] = Score(statistics.fmean(per_seed.values()), ci, per_seed)
         summary.effects += _effects(summary, task, reps)
@@ -175,10 +194,11 @@ def _effects(summary: Summary, task: str, reps: dict) -> list[Effect]:
 
 
 def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: int | None, n_seeds: int) -> None:
-    """The best design by its mean, each other design compared with it (paired), and the power line."""
+    """The best design by its mean (a collapsed one only when every design is), each other design compared with
+    it (paired), and the power line."""
     metric = summary.metric
     means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
-    ranked = sorted(means, key=lambda d: -means[d])
+    ranked = sorted(means, key=lambda d: (d in summary.collapsed, -means[d]))
     summary.best = ranked[0]
     if not reps or len(ranked) < 2:
         return
@@ -226,6 +246,9 @@ def fmt_ci(score: Score | None) -> str:
     return f"{score.value:.4f} [{score.ci[0]:.4f}, {score.ci[1]:.4f}]"
 
 
+Summaries = dict[str, Summary]  # rule -> the study under it
+
+
 def header_lines(plan: Plan, summary: Summary) -> list[str]:
     limit = f"first {plan.eval_limit} test documents" if plan.eval_limit else "full test sets"
     return [f"# Design study: {plan.task} on `{plan.model}`", "",
@@ -233,83 +256,180 @@ def header_lines(plan: Plan, summary: Summary) -> list[str]:
             f"{limit}; chat template: {'yes' if plan.chat_template else 'no'}; training settings: "
             f"{plan.train or 'defaults (LoRA r 8, 1 epoch, batch 4, lr 1e-4)'}. Headline metric: `{summary.metric}`, "
             "the mean over seeds with its 95% bootstrap interval [low, high] (test documents resampled, paired "
-            f"across designs, and seeds too where there are several; {sig.RESAMPLES:,} resamples, seed {sig.SEED}).", ""]
+            "across designs; the seed noise from the between-seed variance pooled over the designs with several "
+            f"seeds; {sig.RESAMPLES:,} resamples, seed {sig.SEED}).", "",
+            "Every figure is given under both scoring rules: **paper** scores an answer with a format error by what "
+            "soft parsing recovers from it (the authors' rule), **strict** scores it as an empty prediction (its gold "
+            "items are missed, it predicts nothing), as a parser that rejects a malformed answer would. A finding "
+            "that holds under one rule only *depends on the scoring rule*.", ""]
 
 
-def design_lines(plan: Plan, summary: Summary) -> list[str]:
-    tasks, metric = summary.tasks, summary.metric
-    head = "| design | " + " | ".join(f"{t} {metric} | {t} format errors" for t in tasks) + " | final loss | seeds |"
-    lines = ["## Designs", "", head, "|---" * (2 * len(tasks) + 3) + "|"]
+def design_lines(plan: Plan, summaries: Summaries, rows: list[dict]) -> list[str]:
+    paper, strict = summaries["paper"], summaries["strict"]
+    tasks, metric = paper.tasks, paper.metric
+    head = "| design | " + " | ".join(f"{t} {metric} (paper) | {t} {metric} (strict) | {t} format errors | {t} runaway"
+                                       for t in tasks) + " | final loss | seeds |"
+    lines = ["## Designs", "", head, "|---" * (4 * len(tasks) + 3) + "|"]
     for design in plan.designs:
-        cells = [fmt_ci(summary.scores.get((design, t, m))) for t in tasks for m in (metric, ERRORS)]
-        losses = summary.losses.get(design, [])
+        cells = []
+        for t in tasks:
+            cells += [fmt_ci(paper.scores.get((design, t, metric))), fmt_ci(strict.scores.get((design, t, metric))),
+                      fmt_ci(paper.scores.get((design, t, ERRORS))), runaway_cell(rows, design, t)]
+        losses = paper.losses.get(design, [])
         loss = "—" if not losses else f"{statistics.fmean(losses):.4f}" + (
             f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else "")
         name = f"`{design}`" + (f" ({short(design)})" if short(design) != design else "")
+        name += " **collapsed**" if design in paper.collapsed else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {loss} | {len(losses)} |")
+    if not strict.available:
+        lines += ["", "The strict rule needs per-document statistics (`docstats.jsonl`), which this study does not have."]
+    lines += ["", "Runaway: the share of answers that loop (one item repeated, or a loop cut by the token budget), the "
+              "mean over seeds; — where the study predates it (its logged samples rescore it)."]
+    lines += seed_note(paper) + collapsed_lines(rows)
     return lines + ["", f"![designs]({PLOTS_DIR}/designs.png)", ""]
 
 
-def effect_lines(summary: Summary, has_base: bool) -> list[str]:
+def runaway_cell(rows: list[dict], design: str, task: str) -> str:
+    found = [r["runaway_rate"] for r in rows if r["kind"] == "tuned" and r["design"] == design and r["task"] == task
+             and "runaway_rate" in r]
+    return f"{statistics.fmean(found):.4f}" if found else "—"
+
+
+def seed_note(summary: Summary) -> list[str]:
+    """Which designs have fewer seeds than the others: their seed noise is borrowed, not measured."""
+    counts = {d: len(v) for d, v in summary.losses.items()}
+    most = max(counts.values(), default=0)
+    fewer = [f"`{short(d)}` ({n})" for d, n in counts.items() if n < most]
+    if not fewer:
+        return []
+    return ["", f"Fewer seeds than the others ({most}): {', '.join(fewer)}. Their intervals and comparisons carry the "
+            "pooled between-seed variance of the designs with several seeds, not a measured one of their own."]
+
+
+def collapsed_lines(rows: list[dict]) -> list[str]:
+    """Each cell that gave (nearly) one answer to every document while the gold answers vary."""
+    cells = [r for r in rows if r["kind"] == "tuned" and r.get("collapsed")]
+    if not cells:
+        return []
+    named = ", ".join(f"`{short(r['design'])}` seed {r['seed']} on {r['task']} ({r['top_answer_share']:.0%} one answer)"
+                      for r in cells)
+    return ["", f"**Collapsed cells** (one answer covers ≥ 90% of the documents while the gold answers vary): {named}. "
+            "A design with a collapsed cell is never called tied with the best."]
+
+
+def effect_lines(summaries: Summaries, has_base: bool) -> list[str]:
     if not has_base:
         return ["## One-factor effects", "", f"Not computed: `paper-base` ({BASE}) is not among the designs.", ""]
-    metric = summary.metric
+    paper, strict = summaries["paper"], summaries["strict"]
+    metric = paper.metric
     lines = ["## One-factor effects (against paper-base)", "",
-             "Paired on the same test documents; p: paired bootstrap; Holm p: adjusted over the effects of each task; "
-             "verdict at α 0.05 on the Holm p. Seeds agreeing: seeds whose own Δ has the sign of the mean.", "",
-             f"| change | task | Δ{metric} | 95% CI | p | Holm p | verdict | seeds agreeing |",
-             "|---|---|---|---|---|---|---|---|"]
-    for e in summary.effects:
+             "Paired on the same test documents; Holm p: adjusted over the effects of each task, under each rule; "
+             "verdict at α 0.05 on the Holm p. Seeds agreeing (paper rule): seeds whose own Δ has the sign of the mean.",
+             "", f"| change | task | Δ{metric} paper [95% CI] | Holm p | verdict | Δ{metric} strict [95% CI] | Holm p | "
+             "verdict | both rules | seeds agreeing |", "|---|---|---|---|---|---|---|---|---|---|"]
+    theirs = {(e.design, e.task): e for e in strict.effects}
+    for e in paper.effects:
         mean = statistics.fmean(e.seed_deltas) if e.seed_deltas else float("nan")
         agree = sum(1 for d in e.seed_deltas if d != 0 and math.copysign(1, d) == math.copysign(1, mean))
-        c = e.comparison
-        stats = comparison_cells(c, e.holm_p) if c is not None else f"{mean:+.4f} | — | — | —"
-        lines.append(f"| {short(e.design)} | {e.task} | {stats} | {e.verdict} | {agree}/{len(e.seed_deltas)} |")
-    if summary.effects:
+        other = theirs.get((e.design, e.task))
+        cells = [effect_cells(e), effect_cells(other), agreement(e.verdict, other.verdict if other else None)]
+        lines.append(f"| {short(e.design)} | {e.task} | " + " | ".join(cells) + f" | {agree}/{len(e.seed_deltas)} |")
+    if paper.effects:
         lines += ["", f"![one-factor effects]({PLOTS_DIR}/effects.png)"]
     return lines + [""]
 
 
-def comparison_cells(c: sig.Comparison, holm_p: float) -> str:
-    """Δ | 95% CI | p | Holm p: one paired comparison in a table row (effects and the paper's directions alike)."""
-    return f"{c.delta:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p:.4f} | {holm_p:.4f}"
+def effect_cells(effect: Effect | None) -> str:
+    """Δ [CI] | Holm p | verdict of one effect under one rule (— where it is unknown)."""
+    if effect is None or effect.comparison is None:
+        mean = statistics.fmean(effect.seed_deltas) if effect and effect.seed_deltas else None
+        return f"{mean:+.4f} | — | —" if mean is not None else "— | — | —"
+    return f"{comparison_cells(effect.comparison)} | {effect.holm_p:.4f} | {effect.verdict}"
 
 
-def finding_lines(summary: Summary) -> list[str]:
-    if not summary.findings:
+def comparison_cells(c: sig.Comparison) -> str:
+    """Δ [95% CI]: one paired comparison in a table cell (effects and the paper's directions alike)."""
+    return f"{c.delta:+.4f} [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]"
+
+
+def agreement(paper: str, strict: str | None) -> str:
+    """What a verdict is worth across the rules: the same under both, or dependent on the rule."""
+    if strict is None:
+        return "— (paper only)"
+    return f"{paper} under both" if paper == strict else "**depends on the scoring rule**"
+
+
+def finding_lines(summaries: Summaries, transfer: bool) -> list[str]:
+    paper, strict = summaries["paper"], summaries["strict"]
+    if not paper.findings:
         return []
-    task, metric = summary.tasks[0], summary.metric
+    task, metric = paper.tasks[0], paper.metric
     lines = ["## The paper's directions", "",
              f"Each directional finding of the SDE paper whose two designs are in this study, on {task}: Δ{metric} = "
              "the first design minus the second, paired on the same test documents (and seeds); Holm p: adjusted over "
-             "the findings tested here; at α 0.05 on the Holm p a finding is *replicated* (the paper's direction), "
-             "*reversed* (the other way) or *not distinguishable*.", "",
-             f"| the paper's finding | first design | second design | Δ{metric} | 95% CI | p | Holm p | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
-    for f in summary.findings:
-        c = f.comparison
-        lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | "
-                     f"{comparison_cells(c, f.holm_p)} | {f.verdict} |")
+             "the findings tested here, under each rule; at α 0.05 on the Holm p a finding is *replicated* (the "
+             "paper's direction), *reversed* (the other way) or *not distinguishable*."
+             + (" The paper's directions come from MASA: on this task they are a transfer test." if transfer else ""),
+             "", f"| the paper's finding | first design | second design | seeds | Δ{metric} paper [95% CI] | Holm p | "
+             "verdict | Δ{metric} strict [95% CI] | Holm p | verdict | both rules |".replace("{metric}", metric),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    theirs = {f.direction: f for f in strict.findings}
+    for f in paper.findings:
+        other = theirs.get(f.direction)
+        seeds = f"{len(paper.losses.get(f.direction.first, []))} vs {len(paper.losses.get(f.direction.second, []))}"
+        lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | {seeds} | "
+                     f"{finding_cells(f)} | {finding_cells(other)} | "
+                     f"{agreement(f.verdict, other.verdict if other else None)} |")
     return lines + [""]
 
 
-def recommendation_lines(summary: Summary) -> list[str]:
-    task, metric, best = summary.tasks[0], summary.metric, summary.best
-    lines = ["## Recommended design", "",
-             f"**`{best}`** ({short(best)}): {metric} {fmt_ci(summary.scores[(best, task, metric)])} on {task}."]
+def finding_cells(finding: Finding | None) -> str:
+    if finding is None:
+        return "— | — | —"
+    return f"{comparison_cells(finding.comparison)} | {finding.holm_p:.4f} | {finding.verdict}"
+
+
+def recommendation_lines(summaries: Summaries) -> list[str]:
+    paper, strict = summaries["paper"], summaries["strict"]
+    task, metric = paper.tasks[0], paper.metric
+    lines = ["## Recommended design", ""]
+    for summary in (paper, strict):
+        if not summary.available:
+            continue
+        best = summary.best
+        caveat = " It is collapsed, as every design of the study is." if best in summary.collapsed else ""
+        lines.append(f"- {summary.rule} rule: **`{best}`** ({short(best)}), {metric} "
+                     f"{fmt_ci(summary.scores[(best, task, metric)])} on {task}.{caveat} " + tie_words(summary))
+    if not paper.versus_best and sum(1 for (_, t, m) in paper.scores if t == task and m == metric) > 1:
+        lines.append("No interval: the study has no per-document statistics (`docstats.jsonl`); rerun "
+                     "`sde study report` on a study folder made by this version.")
+    if strict.available:
+        lines += ["", verdict_words(paper, strict)]
+    return lines + ["", *paper.power, ""]
+
+
+def tie_words(summary: Summary) -> str:
     if not summary.versus_best:
-        if sum(1 for (_, t, m) in summary.scores if t == task and m == metric) > 1:
-            lines.append("No interval: the study has no per-document statistics (`docstats.jsonl`); rerun "
-                         "`sde study report` on a study folder made by this version.")
-        return lines + [""]
-    tied = [d for d, c in summary.versus_best.items() if c.verdict != sig.BETTER]
-    if tied:
-        lines.append("Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
-                     + ", ".join(f"`{short(d)}` (Δ {summary.versus_best[d].delta:+.4f}, p "
-                                 f"{summary.versus_best[d].p:.3f})" for d in tied) + ".")
-    else:
-        lines.append("It is better than every other design of the study (paired, α 0.05).")
-    return lines + ["", *summary.power, ""]
+        return ""
+    tied = summary.tied()
+    if not tied:
+        return "It is better than every other design of the study (paired, α 0.05)."
+    return ("Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
+            + ", ".join(f"`{short(d)}` (Δ {summary.versus_best[d].delta:+.4f}, p {summary.versus_best[d].p:.3f})"
+                        for d in tied) + ".")
+
+
+def verdict_words(paper: Summary, strict: Summary) -> str:
+    """Robust only where both rules recommend the same design; otherwise both numbers, side by side."""
+    task, metric = paper.tasks[0], paper.metric
+    if paper.best == strict.best:
+        return f"**Robust**: both scoring rules recommend `{short(paper.best)}`."
+    score = {r.rule: (r.scores[(r.best, task, metric)].value, r.scores.get((o.best, task, metric)))
+             for r, o in ((paper, strict), (strict, paper))}
+    return (f"**Depends on the scoring rule**: the paper rule recommends `{short(paper.best)}` ({metric} "
+            f"{score['paper'][0]:.4f}; strict {fmt_ci(strict.scores.get((paper.best, task, metric)))}), the strict rule "
+            f"`{short(strict.best)}` ({metric} {score['strict'][0]:.4f}; paper "
+            f"{fmt_ci(paper.scores.get((strict.best, task, metric)))}).")
 
 
 def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
@@ -319,16 +439,19 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
         from sde_datagen.errors import UserError
 
         raise UserError(f"{root}: no finished cell yet (see `sde study status {root}`)")
-    summary = summarise(rows, plan, load_doc_stats(root), test_set_size(plan))
+    doc_stats, size = load_doc_stats(root), test_set_size(plan)
+    summaries = {rule: summarise(rows, plan, doc_stats, size, rule) for rule in RULES}
+    paper = summaries["paper"]
     plots = root / PLOTS_DIR
     plots.mkdir(exist_ok=True)
-    lines = header_lines(plan, summary) + design_lines(plan, summary)
-    lines += effect_lines(summary, BASE in plan.designs) + finding_lines(summary) + recommendation_lines(summary)
-    plot_designs(summary, plots / "designs.png")
-    if summary.effects:
-        plot_effects(summary, plots / "effects.png")
+    lines = header_lines(plan, paper) + design_lines(plan, summaries, rows)
+    lines += effect_lines(summaries, BASE in plan.designs) + finding_lines(summaries, plan.task in ("ed", "ner"))
+    lines += recommendation_lines(summaries)
+    plot_designs(summaries, plots / "designs.png")
+    if paper.effects:
+        plot_effects(summaries, plots / "effects.png")
     if plan.analysis:
-        lines += signals_section(rows, plan, summary, plots)
+        lines += signals_section(rows, plan, paper, plots)
     lines += command_lines(rows)
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
@@ -364,19 +487,22 @@ def test_set_size(plan: Plan) -> int | None:
 
 # ----------------------------------------------------------------------------------------------------- plot
 
-def plot_designs(summary: Summary, path: Path) -> None:
-    bars = {t: {short(d): s for (d, task, m), s in summary.scores.items() if task == t and m == summary.metric}
-            for t in summary.tasks}
-    grouped_bars({t: {n: (s.value, s.ci) for n, s in per.items()} for t, per in bars.items()},
-                 f"{summary.metric} (tuned, 95% CI)", path)
+def plot_designs(summaries: Summaries, path: Path) -> None:
+    """Each design's headline score with its interval, one bar per task and rule."""
+    metric = summaries["paper"].metric
+    bars = {f"{t} ({rule})": {short(d): (s.value, s.ci) for (d, task, m), s in summary.scores.items()
+                              if task == t and m == metric}
+            for rule, summary in summaries.items() for t in summary.tasks if summary.available}
+    grouped_bars(bars, f"{metric} (tuned, 95% CI)", path)
 
 
-def plot_effects(summary: Summary, path: Path) -> None:
+def plot_effects(summaries: Summaries, path: Path) -> None:
     bars: dict[str, dict[str, tuple]] = {}
-    for e in summary.effects:
-        value = e.comparison.delta if e.comparison else statistics.fmean(e.seed_deltas)
-        bars.setdefault(e.task, {})[short(e.design)] = (value, e.comparison.ci if e.comparison else None)
-    grouped_bars(bars, f"Δ {summary.metric} vs paper-base (95% CI)", path)
+    for rule, summary in summaries.items():
+        for e in summary.effects:
+            value = e.comparison.delta if e.comparison else statistics.fmean(e.seed_deltas)
+            bars.setdefault(f"{e.task} ({rule})", {})[short(e.design)] = (value, e.comparison.ci if e.comparison else None)
+    grouped_bars(bars, f"Δ {summaries['paper'].metric} vs paper-base (95% CI)", path)
 
 
 def grouped_bars(groups: dict[str, dict[str, tuple[float, tuple[float, float] | None]]], ylabel: str,

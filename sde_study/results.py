@@ -94,8 +94,8 @@ def _rewrite_if_changed(path: Path, before: list[dict], after: list[dict], line)
 
 def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
     """Per-document statistics of an item finished before results kept them, from its logged samples."""
-    from sde_study.evaluate import logged_doc_stats
-    from sde_study.work import stats_entry, task_labels
+    from sde_study.evaluate import logged_run
+    from sde_study.work import stats_entry
 
     found = []
     for row in rows:
@@ -103,7 +103,8 @@ def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[d
         samples = sorted(where.glob(f"**/samples_{row['task']}_*.jsonl")) if "task" in row else []
         if samples:
             lines = samples[-1].read_text(encoding="utf-8").splitlines()
-            found.append(stats_entry(row, logged_doc_stats([json.loads(line) for line in lines if line], task_labels(plan))))
+            samples = [json.loads(line) for line in lines if line]
+            found.append(stats_entry(row, logged_run(samples, plan.task_spec or plan.task)[0]))
     return found
 
 
@@ -125,7 +126,7 @@ def load_doc_stats(root: Path) -> dict[tuple, Any]:
             table = np.asarray(entry["table"], dtype=float)
             if table.ndim != 2:
                 raise ValueError("table is not a list of rows")
-            found[key] = DocStats(str(entry["family"]), tuple(entry["labels"]), table)
+            found[key] = DocStats(str(entry["family"]), tuple(entry["labels"]), table, entry.get("absent"))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             from sde_datagen.errors import UserError
 

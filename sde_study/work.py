@@ -9,6 +9,7 @@ worker goes on with the next one. Several workers share a study folder: each ite
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ RESULT = "result.json"
 STATE = "state.json"
 LOCK = "worker.lock"  # held by the worker that runs the item
 TRAINED = "train.json"
+SAMPLES_DIR = "samples"  # each tuned cell's logged samples, compressed: committed with the study
 
 
 def item_by_id(plan: Plan, item_id: str) -> WorkItem:
@@ -176,7 +178,8 @@ def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, 
     settings = dict(chat_template=plan.chat_template, limit=limit, num_fewshot=num_fewshot,
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
     with engine.lm(adapter) as lm:
-        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, labels=task_labels(plan), **settings)
+        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, task=plan.task_spec or plan.task,
+                            **settings)
     # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
     command = lm_eval_command(engine.name, engine.model_args(adapter and inside(adapter, root)), plan.lm_eval_tasks,
                               design, inside(out, root), batch_size=plan.eval_batch_size, **settings)
@@ -188,18 +191,11 @@ def inside(path: Path, root: Path) -> Path:
     return path.relative_to(root) if path.is_relative_to(root) else path
 
 
-def task_labels(plan: Plan) -> tuple[str, ...] | None:
-    """A classification task's label order (for its confusion matrices); None for extraction."""
-    from sde_tasks.scoring import task_spec
-
-    spec = task_spec(plan.task_spec or plan.task)
-    return spec.label_ids if spec.labels else None
-
-
 def stats_entry(row: dict[str, Any], stats) -> dict[str, Any]:
     """A results row's per-document statistics, keyed like the row (kind, design, seed, signal, task)."""
     key = {k: row[k] for k in ROW_KEY if k in row}
-    return {**key, "family": stats.family, "labels": list(stats.labels), "table": stats.table.astype(int).tolist()}
+    absent = {"absent": stats.absent} if stats.absent else {}
+    return {**key, "family": stats.family, "labels": list(stats.labels), **absent, "table": stats.table.astype(int).tolist()}
 
 
 ROW_KEY = ("kind", "design", "seed", "signal", "task")
@@ -215,11 +211,20 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
     found, command = evaluate(root, plan, item.design, engine, folder / "adapter", folder / "eval")
+    keep_samples(root, item, found.logs)
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
              "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command}
             for task, metrics in found.scores.items()]
     return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
+
+
+def keep_samples(root: Path, item: WorkItem, logs: Path) -> None:
+    """The cell's logged samples, gzip-compressed, as DIR/samples/<design>/seed-<s>/samples_<task>.jsonl.gz: a study is
+    committed without cells/ (adapters are large), and with these anyone can rescore it under another rule."""
+    for path in sorted(logs.glob("**/samples_*.jsonl")):
+        task = path.stem.removeprefix("samples_").rsplit("_", 1)[0]  # lm-eval names it samples_<task>_<date>
+        write_atomic(root / SAMPLES_DIR / item.id / f"samples_{task}.jsonl.gz", gzip.compress(path.read_bytes(), mtime=0))
 
 
 # ----------------------------------------------------------------------------- PE signals of one design

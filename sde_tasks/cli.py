@@ -80,6 +80,9 @@ def register_score(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
     parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "
                         "target parses (give it for designs that list only present aspects)")
+    parser.add_argument("--rule", choices=("paper", "strict"), default="paper",
+                        help="how an answer with a format error is scored: paper (with what soft parsing recovers, the "
+                        "authors' rule; default) or strict (as an empty prediction)")
     parser.add_argument("--ci", action="store_true",
                         help="add <metric>_ci: the 95%% bootstrap confidence interval of every metric")
     parser.add_argument("--baseline", type=Path, metavar="B.jsonl",
@@ -109,32 +112,34 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
 
     task = args.task or args.task_spec
     rows = read_rows(args.file)
-    spec, items = _scored(args.file, rows, task, args.design, args.domain)
-    result: dict = {**aggregate(items, spec), "n": len(items)}
+    scored = _scored(args.file, rows, task, args.design, args.domain, args.rule)
+    result: dict = {**aggregate(scored.items, scored.spec), "n": len(scored.items), "rule": args.rule,
+                    **scored.degeneracy.as_json()}
     if args.ci or args.baseline:
         from sde_tasks import significance
 
-        stats = doc_stats(items, spec)
+        stats = doc_stats(scored.items, scored.spec)
     if args.ci:
         for metric, (lo, hi) in significance.confidence_intervals([stats]).items():
             result[f"{metric}_ci"] = [lo, hi]
     if args.baseline:
         base_rows = read_rows(args.baseline)
         _same_targets(args.file, rows, args.baseline, base_rows)
-        base_spec, base_items = _scored(args.baseline, base_rows, task, args.design, args.domain)
+        base = _scored(args.baseline, base_rows, task, args.design, args.domain, args.rule)
         result["comparison"] = [c.as_json() for c in
-                                significance.compare_runs([stats], [doc_stats(base_items, base_spec)])]
+                                significance.compare_runs([stats], [doc_stats(base.items, base.spec)])]
     print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
-def _scored(path: Path, rows: tuple[list[str], list[str], list[int]], task: str, design: str, domain: str | None):
-    """The task spec and per-document items of one outputs file's rows; an unreadable gold text names its line."""
+def _scored(path: Path, rows: tuple[list[str], list[str], list[int]], task: str, design: str, domain: str | None,
+            rule: str):
+    """One outputs file's rows scored under `rule`; an unreadable gold text names its line."""
     from sde_tasks.scoring import GoldTextError, score_items
 
     predictions, targets, numbers = rows
     try:
-        return score_items(task, design, predictions, targets, domain)
+        return score_items(task, design, predictions, targets, domain, rule)
     except GoldTextError as err:
         raise RecordError(path, numbers[err.row - 1], "target", err.reason) from None
 

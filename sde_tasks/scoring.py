@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import import_module
 from pathlib import Path
@@ -31,6 +33,12 @@ TASKS = ("masa", "ed", "ner")
 EXTRACTION_COUNTS = {"ed": m.ed_counts, "ner": m.ner_counts}
 USER_EXTRACTION_COUNTS = m.ner_counts
 PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors still follow the strict format
+# How an answer with a format error is scored. paper: with whatever soft parsing recovered (the authors' rule, which
+# reproduces their numbers; the default). strict: as an empty prediction (gold items become false negatives, and
+# a classification target takes the absent label), as a production parser that rejects a malformed answer would.
+RULES = ("paper", "strict")
+PAPER, STRICT = RULES
+COLLAPSE_SHARE = 0.9  # a run is collapsed when one answer is this share of its outputs while the gold answers vary
 TASK_NAME = re.compile(r"[a-z0-9_]+")  # a user task's name makes the lm-eval task sde_<name>
 
 
@@ -42,16 +50,21 @@ class GoldTextError(UserError):
         super().__init__(f"row {row}: {reason}")
 
 
-def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed) -> dict[str, Any]:
-    """Per-document items, one per metric name, for the aggregations of sde_tasks.metrics."""
+def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed, rule: str = PAPER) -> dict[str, Any]:
+    """Per-document items, one per metric name, for the aggregations of sde_tasks.metrics, under a scoring rule."""
     error = 1 if parsed.errors else 0
+    rejected = rule == STRICT and error
+    predicted = {} if rejected else parsed.targets
     if spec.family == "classification":
-        pairs = m.classification_item(gold, parsed.targets, spec.absent_label)
+        pairs = m.classification_item(gold, predicted, spec.absent_label)
         return {"kappa": pairs, "accuracy": pairs, "exact_match": pairs, "format_error_rate": error}
     counts = EXTRACTION_COUNTS.get(spec.name, USER_EXTRACTION_COUNTS)  # user specs never take a built-in name
     gold_pairs = m.extraction_pairs(gold)
-    # Items of unknown types are predictions too: they can only be false positives.
-    pred_pairs = m.extraction_pairs(parsed.targets) + m.extraction_pairs({t: [s] for t, s in parsed.stray})
+    # Items of unknown types are predictions too: they can only be false positives, every one of them.
+    stray: dict[str, list[str]] = {}
+    for kind, span in [] if rejected else parsed.stray:
+        stray.setdefault(kind, []).append(span)
+    pred_pairs = m.extraction_pairs(predicted) + m.extraction_pairs(stray)
     hard, soft = counts(gold_pairs, pred_pairs), counts(gold_pairs, pred_pairs, soft=True)
     return {
         "precision": hard, "recall": hard, "f1": hard,
@@ -131,36 +144,97 @@ def _gold_codec(task: str, design: Design, target: str, domain: str | None = Non
     raise ValueError(f"the target is not in design {design.id}'s format ({detail})")
 
 
-def score_texts(
-    task: str, design: str, predictions: Iterable[str], targets: Iterable[str], domain: str | None = None
-) -> dict[str, float]:
-    """Metrics of model outputs against gold targets, both text in `design`'s format.
+def score_texts(task: str, design: str, predictions: Iterable[str], targets: Iterable[str],
+                domain: str | None = None, rule: str = PAPER) -> dict[str, float]:
+    """Metrics of model outputs against gold targets, both text in `design`'s format, under `rule`
+    (`score_items(...).degeneracy` says how degenerate the outputs are).
 
     `task` is a built-in task or the path of a user's YAML task spec. The scoring function of
     `sde score` (targets = the gold completions). An unreadable target raises GoldTextError naming its 1-based row.
     """
-    spec, items = score_items(task, design, predictions, targets, domain)
-    return {**aggregate(items, spec), "n": len(items)}
+    scored = score_items(task, design, predictions, targets, domain, rule)
+    return {**aggregate(scored.items, scored.spec), "n": len(scored.items)}
+
+
+@dataclass(frozen=True)
+class Degeneracy:
+    """How degenerate a run's outputs are: looping answers, and one answer given to (nearly) every document."""
+
+    runaway_rate: float  # share of outputs with a `runaway` format error
+    top_answer_share: float  # share of outputs equal to the most common one (whitespace normalised)
+    top_answer: str
+    collapsed: bool  # top_answer_share >= COLLAPSE_SHARE while the gold answers vary (their top share is below it)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"runaway_rate": self.runaway_rate, "collapsed": self.collapsed,
+                "top_answer_share": self.top_answer_share}
+
+
+def degeneracy(predictions: Sequence[str], targets: Sequence[str], parsed: Sequence[Parsed]) -> Degeneracy:
+    """Runaway and collapse of one run (outputs, gold texts and the outputs as read, in document order)."""
+    def normal(text: object) -> str:
+        return " ".join(str(text).split())
+
+    if not predictions:
+        return Degeneracy(0.0, 0.0, "", False)
+    (top, count), = Counter(map(normal, predictions)).most_common(1)
+    (_, gold_count), = Counter(map(normal, targets)).most_common(1)
+    share, gold_share = count / len(predictions), gold_count / len(targets)
+    runaway = sum(any(e.kind == "runaway" for e in p.errors) for p in parsed) / len(parsed)
+    return Degeneracy(runaway, share, top, share >= COLLAPSE_SHARE and gold_share < COLLAPSE_SHARE)
+
+
+def logged_prediction(sample: Mapping[str, Any]) -> str | None:
+    """The generation lm-eval scored in one logged sample: filtered_resps holds one string per request (one request
+    here), the same as the raw response in resps, since the sde tasks apply no filter; None when they disagree."""
+    responses = sample.get("filtered_resps")
+    if isinstance(responses, list) and len(responses) == 1 and isinstance(responses[0], str):
+        if sample.get("resps") == [[responses[0]]]:
+            return responses[0]
+    return None
+
+
+def logged_degeneracy(samples: Sequence[Mapping[str, Any]], spec: TaskSpec) -> Degeneracy:
+    """Runaway and collapse of one lm-eval run, from its logged samples in document order (each names its design)."""
+    codec = get_codec(spec, resolve_design(samples[0]["doc"]["design"], spec.family))
+    answers = [logged_prediction(s) or "" for s in samples]
+    return degeneracy(answers, [s["target"] for s in samples], [codec.parse(a, PARSE_MODE) for a in answers])
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One run of outputs scored: the task's spec, the per-document metric items, each output as read."""
+
+    spec: TaskSpec
+    items: list[dict[str, Any]]
+    parsed: list[Parsed]
+    degeneracy: Degeneracy
 
 
 def score_items(task: str, design: str, predictions: Iterable[str], targets: Iterable[str],
-                domain: str | None = None) -> tuple[TaskSpec, list[dict[str, Any]]]:
-    """The task's spec and the per-document metric items of model outputs (see `score_texts`)."""
+                domain: str | None = None, rule: str = PAPER) -> Scored:
+    """The per-document metric items of model outputs under `rule`, and what `score_texts` needs besides."""
+    if rule not in RULES:
+        raise UserError(f"unknown scoring rule '{rule}' (rules: {', '.join(RULES)})")
     spec = task_spec(task)
     resolved = resolve_design(design, spec.family)
-    items = []
+    items, parsed, texts, golds = [], [], [], []
     for row, (prediction, target) in enumerate(_pairs(predictions, targets), start=1):
         try:
             codec, gold = _gold_codec(task, resolved, target, domain)
         except ValueError as err:
             raise GoldTextError(row, str(err)) from None
-        items.append(doc_items(codec.spec, gold.targets, codec.parse(prediction, PARSE_MODE)))
-    return spec, items
+        read = codec.parse(prediction, PARSE_MODE)
+        items.append(doc_items(codec.spec, gold.targets, read, rule))
+        parsed.append(read)
+        texts.append(prediction)
+        golds.append(target)
+    return Scored(spec, items, parsed, degeneracy(texts, golds, parsed))
 
 
 def doc_stats(items: Sequence[Mapping[str, Any]], spec: TaskSpec) -> DocStats:
     """Per-document statistics of items, with a classification task's own label order."""
-    return from_items(items, spec.label_ids if spec.labels else m.KAPPA_LABELS)
+    return from_items(items, spec.label_ids, spec.absent_label) if spec.labels else from_items(items)
 
 
 def _pairs(predictions: Iterable[str], targets: Iterable[str]) -> Iterable[tuple[str, str]]:

@@ -36,7 +36,8 @@ def gold_and_noisy(task: str, design: str, n: int, seed: int) -> tuple[list[str]
 @pytest.mark.parametrize("task,design", [("ner", "es-sde"), ("ed", "heuristic"), ("masa", "paper-base")])
 def test_identity_resample_is_the_corpus_metric_exactly(task, design):
     gold, noisy = gold_and_noisy(task, design, 300, 0)
-    spec, items = score_items(task, design, noisy, gold)
+    scored = score_items(task, design, noisy, gold)
+    spec, items = scored.spec, scored.items
     stats = doc_stats(items, spec)
     assert stats.corpus() == aggregate(items, spec)  # exact, every metric
     ones = np.ones((1, stats.n_docs))
@@ -45,8 +46,9 @@ def test_identity_resample_is_the_corpus_metric_exactly(task, design):
 
 def test_comparison_of_a_run_with_itself_and_with_a_worse_one():
     gold, noisy = gold_and_noisy("ner", "es-sde", 400, 1)
-    spec, good = score_items("ner", "es-sde", gold, gold)
-    _, bad = score_items("ner", "es-sde", noisy, gold)
+    scored = score_items("ner", "es-sde", gold, gold)
+    spec, good = scored.spec, scored.items
+    bad = score_items("ner", "es-sde", noisy, gold).items
     good, bad = doc_stats(good, spec), doc_stats(bad, spec)
     same = {c.metric: c for c in S.compare_runs([good], [good], resamples=RESAMPLES)}
     assert same["f1"].delta == 0 and same["f1"].ci == (0.0, 0.0) and same["f1"].verdict == S.TIED
@@ -191,3 +193,28 @@ def test_sde_score_baseline_on_other_documents_names_the_row(tmp_path, capsys):
     short = write_outputs(tmp_path / "c.jsonl", gold[:10], gold[:10])
     assert main(["score", "--task", "ed", "--design", "heuristic", mine, "--baseline", short]) == 2
     assert "has 20 rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("few", [1, 2])
+def test_a_design_with_fewer_seeds_borrows_the_seed_noise(few: int) -> None:
+    """Calibration by simulation: designs of equal quality whose training seeds move the score more than the
+    documents do. A design with `few` seeds compared with one of 3 is called different in about 5% of studies
+    (it borrows the pooled seed variance); counting only the document noise, it would be in most of them."""
+    rng = np.random.default_rng(7)
+    n_docs, seed_sd, studies = 150, 0.08, 200
+    gold = 1 + rng.poisson(1.5, n_docs)
+
+    def run(shift: float) -> DocStats:
+        tp = rng.binomial(gold, np.clip(0.5 + shift, 0, 1))
+        fp = rng.poisson(0.5, n_docs)
+        zeros = np.zeros(n_docs)
+        return DocStats("extraction", (), np.stack([tp, fp, gold - tp, tp, fp, gold - tp, zeros, zeros,
+                                                    np.ones(n_docs)], axis=1).astype(float))
+
+    rejected = 0
+    for _ in range(studies):
+        runs = {d: [run(rng.normal(0, seed_sd)) for _ in range(3)] for d in "abc"}
+        runs["few"] = [run(rng.normal(0, seed_sd)) for _ in range(few)]
+        reps = S.replicates(runs, resamples=400, seed=int(rng.integers(1 << 30)))
+        rejected += S.p_value(reps["few"]["f1"] - reps["a"]["f1"]) < S.ALPHA
+    assert rejected / studies <= 0.10

@@ -9,6 +9,7 @@ from typing import Any
 
 from sde_tasks.board.store import samples_name, spec_name
 from sde_tasks.docstats import DocStats
+from sde_tasks.scoring import logged_prediction as prediction  # noqa: F401  (the board's readers use it from here)
 
 TOLERANCE = 1e-6
 FILTER = "none"  # the sde tasks define no filter: metrics are computed on the raw generation
@@ -36,16 +37,6 @@ def read_samples(path: Path, task: str) -> tuple[list[dict[str, Any]], list[str]
     except UnicodeDecodeError as err:
         failures.append(f"{path.name}: not UTF-8 text ({err})")
     return samples, failures
-
-
-def prediction(sample: dict[str, Any]) -> str | None:
-    """The generation lm-eval scored: filtered_resps holds one string per request (one request here),
-    the same as the raw response in resps, since the sde tasks apply no filter."""
-    responses = sample.get("filtered_resps")
-    if isinstance(responses, list) and len(responses) == 1 and isinstance(responses[0], str):
-        if sample.get("resps") == [[responses[0]]]:
-            return responses[0]
-    return None
 
 
 def same_number(a: Any, b: Any) -> bool:
