@@ -31,10 +31,11 @@ def test_tables_mark_best_and_aggregate_runs(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("| m/")]
     # mean over the two runs of (m/one, es-sde): kappa 0.5 ranks first; lower format_error_rate is best
     assert lines[0] == ("| m/one | `first-nomi-lines-pu-text-none` | masa D1, 500 samples | 2 "
-                        "| **0.5000** | – |  | 0.7000 | **0.2000** | 0.2000 |")  # no logged samples: no interval
+                        "| **0.5000** | – | – |  | 0.7000 | **0.2000** | 0.2000 | – |")  # no logged samples: no interval
     assert lines[1] == ("| m/two | `last-nomi-natural-ou-text-none` | masa D1, 500 samples | 1 "
-                        "| 0.4500 | – |  | **0.9000** | **0.2000** | **0.0500** |")
-    assert "| Base model | Design | Training | Runs | kappa ↑ | kappa 95% CI | ≈ best | accuracy ↑ | exact_match ↑ | format_error_rate ↓ |" in text
+                        "| 0.4500 | – | – |  | **0.9000** | **0.2000** | **0.0500** | – |")
+    assert ("| Base model | Design | Training | Runs | kappa ↑ | kappa 95% CI | kappa strict ↑ | ≈ best | accuracy ↑ | "
+            "exact_match ↑ | format_error_rate ↓ | runaway ↓ |") in text
     site = page.parent
     assert sorted(p.name for p in site.iterdir()) == [
         "index.html", "sde_masa_id-by-design.png", "sde_masa_id-heatmap.png"]
@@ -114,8 +115,8 @@ def test_untuned_baseline_is_never_averaged_with_tuned_runs(tmp_path):
     write_submission(tmp_path, "untuned", untuned, synthetic_results({"sde_ed": {"f1": 0.1}}))
     readme, page, _ = build(tmp_path)
     rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| m/one")]
-    assert rows == [f"| m/one | `{design}` | masa D1, 500 samples | 1 | **0.8000** | – |  |",
-                    f"| m/one | `{design}` | untuned | 1 | 0.1000 | – |  |"]
+    assert rows == [f"| m/one | `{design}` | masa D1, 500 samples | 1 | **0.8000** | – | – |  | – |",
+                    f"| m/one | `{design}` | untuned | 1 | 0.1000 | – | – |  | – |"]
     assert "<td>(untuned)</td>" in page.read_text(encoding="utf-8")
 
 
@@ -135,8 +136,36 @@ def test_intervals_and_ties_pair_runs_within_a_base_model():
         return DocStats(EXTRACTION, (), table.astype(float))
 
     groups = {"a-best": [run(0.6)], "a-close": [run(0.59)], "a-far": [run(0.3)], "b-only": [run(0.1)]}
-    ci, tied = intervals_and_ties(groups, {k: k[0] for k in groups}, "f1", True)
+    ci, tied = intervals_and_ties(groups, {k: k[0] for k in groups}, "f1", True, set())
     assert tied == {"a-best", "a-close", "b-only"}  # b's only run is the best of its model
     for key, runs in groups.items():
         assert ci[key][0] <= runs[0].corpus()["f1"] <= ci[key][1]
 
+
+
+def test_every_committed_entry_that_gives_one_answer_is_marked_collapsed():
+    """On the committed board: a run whose most common answer covers >= 90% of its documents is marked collapsed in
+    the README (its row ranked after the others), and the rows of the other runs are not."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from sde_tasks.scoring import logged_prediction
+
+    board = Path(__file__).resolve().parents[1] / "leaderboards"
+    readme = (board / "README.md").read_text(encoding="utf-8")
+    checked = 0
+    for folder in sorted((board / "submissions").iterdir()):
+        meta = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+        for samples in folder.glob("samples_*.jsonl"):
+            task = samples.stem.removeprefix("samples_")
+            answers = [" ".join(str(logged_prediction(json.loads(line))).split())
+                       for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+            share = Counter(answers).most_common(1)[0][1] / len(answers)
+            section = readme.split(f"### {task}\n")[1].split("\n### ")[0]
+            rows = [line for line in section.splitlines() if f"`{meta['design']}`" in line
+                    and ("untuned" in line) == (meta["training"] is None)]
+            assert rows, (task, meta["design"])
+            assert all(("**collapsed**" in row) == (share >= 0.9) for row in rows), (folder.name, share, rows)
+            checked += 1
+    assert checked >= 8

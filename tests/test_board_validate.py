@@ -89,13 +89,15 @@ def test_real_run_submits_validates_and_builds(accepted, capsys):
     assert sde(["board", "validate", "--board", str(board)]) == 0
     assert "1 valid, 0 invalid" in capsys.readouterr().out
     readme, page, n = build(board)
-    assert n == 1 and f"| tiny/qwen2-random | `{DESIGN}` | untuned | 1 |" in readme.read_text(encoding="utf-8")
+    text = readme.read_text(encoding="utf-8")  # a random model gives one answer to everything: marked collapsed
+    assert n == 1 and f"| tiny/qwen2-random | `{DESIGN}` **collapsed** | untuned | 1 |" in text
     assert "<td>0-shot, max_gen_toks=4</td>" in page.read_text(encoding="utf-8")  # how it was run, shown
     # the interval is recomputed from the logged outputs, never read from the submission
     row = next(line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| tiny/"))
-    kappa, ci, tied = [cell.strip().strip("*") for cell in row.split("|")][5:8]
+    kappa, ci, strict, tied = [cell.strip().strip("*") for cell in row.split("|")][5:9]
     low, high = json.loads(ci)
-    assert low <= float(kappa) <= high and tied == "≈"  # the only run is the best of its model
+    assert low <= float(kappa) <= high and float(strict) <= 1
+    assert tied == ""  # the only run of its model, but collapsed: never marked tied with the best
     edit_json(accepted / "results.json", lambda r: r["results"][TASK].update({"kappa,none": 0.99}))
     readme, page, _ = build(board)
     assert f"[{low:.4f}, {high:.4f}]" in readme.read_text(encoding="utf-8") and "0.9900" in readme.read_text()

@@ -119,3 +119,28 @@ def test_a_damaged_docstats_file_is_named_not_a_traceback(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=f"{DOC_STATS_NAME}:2: not a per-document statistics row"):
         write_report(root, plan, rows)
 
+
+
+COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "docs" / "studies").rglob("study.yaml"))
+
+
+@pytest.mark.parametrize("study", COMMITTED, ids=[s.name for s in COMMITTED])
+def test_committed_reports_give_each_designs_strict_f1_as_its_docstats_do(study: Path) -> None:
+    """Every design's strict-rule F1 in a committed REPORT.md, recomputed here with nothing but numpy from
+    docstats.jsonl: a sentence with a format error predicts nothing (no TP or FP; its gold items are missed)."""
+    by_design: dict[str, list[float]] = {}
+    for line in (study / DOC_STATS_NAME).read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry["kind"] != "tuned" or entry["family"] != EXTRACTION:
+            continue
+        table = np.array(entry["table"], dtype=float)
+        kept = table[:, 7] == 0  # format_error column
+        tp, fp = (table[:, 0] * kept).sum(), (table[:, 1] * kept).sum()
+        fn = table[:, 2].sum() + (table[:, 0] * ~kept).sum()
+        by_design.setdefault(entry["design"], []).append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    report = (study / "REPORT.md").read_text(encoding="utf-8")
+    assert by_design
+    for design, values in by_design.items():
+        row = re.search(rf"^\| `{design}`[^|]*\| [^|]+ \| (\d\.\d{{4}}) ", report, re.M)
+        assert row, design
+        assert row[1] == f"{np.mean(values):.4f}", design

@@ -17,7 +17,7 @@ from sde_study.results import DOC_STATS_NAME, RESULTS_NAME, collect, item_state
 from sde_study.work import claimed, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = sorted(p.parent for p in (REPO / "docs" / "studies").glob("*/study.yaml"))
+STUDIES = sorted(p.parent for p in (REPO / "docs" / "studies").rglob("study.yaml"))
 SDE = [sys.executable, "-m", "sde_datagen.cli"]
 
 
@@ -29,7 +29,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
+@pytest.mark.parametrize("study", STUDIES, ids=[s.relative_to(REPO).as_posix() for s in STUDIES])
 def test_report_on_a_committed_study_keeps_its_results(study: Path, tmp_path: Path) -> None:
     """A committed study has no cells/: its report is rebuilt from its files, which stay byte for byte."""
     copy = tmp_path / study.name

@@ -18,8 +18,9 @@ from sde_datagen.design import AXES, Design, design_axes
 from sde_datagen.errors import UserError
 from sde_files import atomic_folder, write_atomic
 from sde_tasks.board.rows import FORMAT_ERROR, Row, TaskBoard, best_values, is_best
-from sde_tasks.board.samples import recomputed_stats
+from sde_tasks.board.samples import recomputed
 from sde_tasks.docstats import DocStats
+from sde_tasks.scoring import Degeneracy
 from sde_tasks.board.store import (
     TASK_NAME, Submission, load_submission, metric_values, results_shape_errors, schema_errors, submission_dirs,
 )
@@ -89,13 +90,14 @@ def collect(board: Path) -> list[TaskBoard]:
     by_task: dict[str, list[Row]] = defaultdict(list)
     directions: dict[str, dict[str, bool]] = defaultdict(dict)
     stats: dict[str, dict[str, DocStats]] = defaultdict(dict)
+    degeneracy: dict[str, dict[str, Degeneracy]] = defaultdict(dict)
     for path in submission_dirs(board):
         sub = load_submission(path)
         for row in rows_of(sub):
             by_task[row.task].append(row)
-            found = recomputed_stats(path, row.task)
+            found = recomputed(path, row.task)
             if found is not None:
-                stats[row.task][sub.id] = found
+                stats[row.task][sub.id], degeneracy[row.task][sub.id] = found
             for metric, higher in (sub.results.get("higher_is_better", {}).get(row.task) or {}).items():
                 directions[row.task].setdefault(metric, bool(higher))
     boards = []
@@ -108,18 +110,20 @@ def collect(board: Path) -> list[TaskBoard]:
         if not metrics:
             raise UserError(f"task {task}: no submission reports a metric")
         higher = {m: directions[task].get(m, m != FORMAT_ERROR) for m in metrics}
-        found = TaskBoard(task, rows, metrics, higher, stats=stats[task])
+        found = TaskBoard(task, rows, metrics, higher, stats=stats[task], degeneracy=degeneracy[task])
         runs = {r.submission: [found.stats[r.submission]] for r in rows if r.submission in found.stats}
         found.ci, found.tied = intervals_and_ties(runs, {r.submission: r.base_model for r in rows}, found.primary,
-                                                  higher[found.primary])
+                                                  higher[found.primary], {r.submission for r in rows
+                                                                          if found.collapsed(r.submission)})
         boards.append(found)
     return boards
 
 
 def intervals_and_ties(groups: dict[Any, list[DocStats]], model_of: dict[Any, str], metric: str,
-                       higher: bool) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
+                       higher: bool, collapsed: set[Any]) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
     """The 95% interval of `metric` of each group of runs (a run, or a README row's runs over seeds), and
-    the groups tied with the best group of their base model (itself included): paired on the same documents."""
+    the groups tied with the best group of their base model (itself included): paired on the same documents.
+    A collapsed group is neither the best nor tied with it."""
     from sde_tasks import significance as sig
 
     by_docs: dict[int, dict[Any, list[DocStats]]] = defaultdict(dict)
@@ -131,7 +135,9 @@ def intervals_and_ties(groups: dict[Any, list[DocStats]], model_of: dict[Any, st
         value = {key: sig.point(runs)[metric] for key, runs in same_docs.items()}
         ci.update({key: sig.interval(reps[key][metric]) for key in same_docs})
         for model in {model_of[key] for key in same_docs}:
-            mine = [key for key in same_docs if model_of[key] == model]
+            mine = [key for key in same_docs if model_of[key] == model and key not in collapsed]
+            if not mine:
+                continue
             best = max(mine, key=lambda k: value[k] if higher else -value[k])
             tied |= {key for key in mine if sig.compare(value[best], value[key], reps[best][metric],
                                                         reps[key][metric], metric).verdict != sig.BETTER}
@@ -160,6 +166,9 @@ class TableRow:
     means: dict[str, float]
     ci: tuple[float, float] | None = None
     tied: bool = False
+    strict: float | None = None  # the primary metric under the strict rule, mean over runs
+    runaway: float | None = None  # runaway rate, mean over runs
+    collapsed: bool = False  # some run gave one answer to (nearly) every document while the gold answers vary
 
 
 def aggregate(board: TaskBoard) -> list[TableRow]:
@@ -170,8 +179,9 @@ def aggregate(board: TaskBoard) -> list[TableRow]:
         groups[(row.base_model, row.design, row.training)].append(row)
     runs = {key: [board.stats[r.submission] for r in rows] for key, rows in groups.items()
             if all(r.submission in board.stats for r in rows)}
+    collapsed = {key for key, rows in groups.items() if any(board.collapsed(r.submission) for r in rows)}
     ci, tied = intervals_and_ties(runs, {key: key[0] for key in runs}, board.primary,
-                                  board.higher_is_better[board.primary])
+                                  board.higher_is_better[board.primary], collapsed)
     table = []
     for key, rows in groups.items():
         means = {}
@@ -179,30 +189,42 @@ def aggregate(board: TaskBoard) -> list[TableRow]:
             values = [r.metrics[metric] for r in rows if metric in r.metrics]
             if values:
                 means[metric] = fmean(values)
-        table.append(TableRow(*key, len(rows), means, ci.get(key), key in tied))
+        strict, runaway = ([board.strict(r.submission) for r in rows], [board.runaway(r.submission) for r in rows])
+        table.append(TableRow(*key, len(rows), means, ci.get(key), key in tied, mean_of(strict), mean_of(runaway),
+                              key in collapsed))
     primary, sign = board.primary, (-1 if board.higher_is_better[board.primary] else 1)
-    table.sort(key=lambda t: (primary not in t.means, sign * t.means.get(primary, 0.0), t.base_model, t.design))
+    table.sort(key=lambda t: (t.collapsed, primary not in t.means, sign * t.means.get(primary, 0.0), t.base_model,
+                              t.design))
     return table
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    """The mean, or None unless every run has the value."""
+    return fmean(values) if values and all(v is not None for v in values) else None
 
 
 def markdown_table(board: TaskBoard) -> str:
     table = aggregate(board)
     best = best_values([t.means for t in table], board.metrics, board.higher_is_better)
     arrows = {m: ("↑" if board.higher_is_better[m] else "↓") for m in board.metrics}
-    head = ["Base model", "Design", "Training", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics]
-    after = 4 + board.metrics.index(board.primary) + 1  # the interval and the tie mark follow the primary metric
-    head[after:after] = [f"{board.primary} 95% CI", "≈ best"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(board.metrics) + 1) + "---|"]
+    head = ["Base model", "Design", "Training", "Runs"] + [f"{m} {arrows[m]}" for m in board.metrics] + ["runaway ↓"]
+    after = 4 + board.metrics.index(board.primary) + 1  # interval, strict figure and tie mark follow the primary metric
+    head[after:after] = [f"{board.primary} 95% CI", f"{board.primary} strict {arrows[board.primary]}", "≈ best"]
+    text_columns = ("Base model", "Design", "Training", "≈ best")
+    lines = ["| " + " | ".join(head) + " |", "|" + "".join("---|" if h in text_columns else "---:|" for h in head)]
     for row in table:
         means = row.means
-        cells = [md_text(row.base_model), f"`{row.design}`", md_text(row.training), str(row.runs)]
+        design = f"`{row.design}`" + (" **collapsed**" if row.collapsed else "")
+        cells = [md_text(row.base_model), design, md_text(row.training), str(row.runs)]
         for metric in board.metrics:
             value = means.get(metric)
             text = "–" if value is None else f"{value:.4f}"
             cells.append(f"**{text}**" if is_best(value, best.get(metric)) else text)
             if metric == board.primary:
                 cells.append("–" if row.ci is None else f"[{row.ci[0]:.4f}, {row.ci[1]:.4f}]")
+                cells.append("–" if row.strict is None else f"{row.strict:.4f}")
                 cells.append("≈" if row.tied else "")
+        cells.append("–" if row.runaway is None else f"{row.runaway:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -214,7 +236,11 @@ def readme_section(boards: list[TaskBoard], n_submissions: int) -> str:
         f"{n_submissions} submission(s). Rows: base model x design (the mean over runs when several "
         "submissions share both and their training); **bold** marks the best value of each column; ↑ higher is better, "
         "↓ lower is better. The 95% CI of the primary metric and ≈ (statistically tied with the best row of the same base "
-        "model: paired bootstrap over the same test documents, α 0.05) are recomputed from the logged outputs. "
+        "model: paired bootstrap over the same test documents, α 0.05) are recomputed from the logged outputs, and "
+        "so are the primary metric under the strict scoring rule (an answer with a format error counts as an empty "
+        "prediction; the other columns follow the paper's rule, which scores what soft parsing recovers) and the "
+        "runaway rate (answers that loop). **collapsed**: a run whose most common answer covers ≥ 90% of the "
+        "test documents while the gold answers vary; collapsed rows are ranked after the others and never marked ≈. "
         "The [page](site/index.html) lists every run and can be sorted and filtered."
     ]
     for board in boards:

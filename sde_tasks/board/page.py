@@ -118,11 +118,13 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
     arrows = {m: ("\u2191" if board.higher_is_better[m] else "\u2193") for m in board.metrics}
     head = [_th("Base model")] + [_th(a) for a in axes]
     head += [_th(f"{m} {arrows[m]}", metric=m) for m in board.metrics]
-    head.insert(1 + len(axes) + board.metrics.index(board.primary) + 1, _th(f"{board.primary} 95% CI"))
-    head.insert(1 + len(axes) + board.metrics.index(board.primary) + 2, _th("\u2248 best"))
-    head += [_th(c, numeric=c == "Seed") for c in _DETAILS]
-    sign = -1 if board.higher_is_better[board.primary] else 1  # best first; rows without the metric last
-    order = sorted(board.rows, key=lambda r: (board.primary not in r.metrics, sign * r.metrics.get(board.primary, 0.0)))
+    after = 1 + len(axes) + board.metrics.index(board.primary) + 1
+    head[after:after] = [_th(f"{board.primary} 95% CI"), _th(f"{board.primary} strict {arrows[board.primary]}",
+                                                              numeric=True), _th("\u2248 best")]
+    head += [_th("runaway \u2193", numeric=True), _th("collapsed")] + [_th(c, numeric=c == "Seed") for c in _DETAILS]
+    sign = -1 if board.higher_is_better[board.primary] else 1  # best first; collapsed runs, then rows without it, last
+    order = sorted(board.rows, key=lambda r: (board.collapsed(r.submission), board.primary not in r.metrics,
+                                              sign * r.metrics.get(board.primary, 0.0)))
     body = []
     for row in order:
         searchable = " ".join([row.base_model, row.adapter, row.design, row.training, row.submitter, row.submission])
@@ -139,8 +141,12 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
             if metric == board.primary:
                 ci = board.ci.get(row.submission)
                 cells.append("<td>\u2013</td>" if ci is None else f"<td>[{ci[0]:.4f}, {ci[1]:.4f}]</td>")
+                cells.append(_number(board.strict(row.submission)))
                 cells.append('<td title="statistically tied with the best run of this base model">\u2248</td>'
                              if row.submission in board.tied else "<td></td>")
+        cells += [_number(board.runaway(row.submission)),
+                  '<td title="one answer covers 90% or more of the documents">collapsed</td>'
+                  if board.collapsed(row.submission) else "<td></td>"]
         cells += [
             f'<td title="revision {_attr(row.adapter_revision)}">{_attr(row.adapter)}</td>' if row.adapter
             else "<td>(untuned)</td>",
@@ -155,6 +161,12 @@ def _table(board: TaskBoard, axes: dict[str, tuple[str, ...]]) -> str:
                     + "".join(cells) + "</tr>")
     return (f'<div class="wrap"><table class="board" id="table-{board.task}"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return '<td class="num" data-sort="">\u2013</td>'
+    return f'<td class="num" data-sort="{value!r}">{value:.4f}</td>'
 
 
 def render_page(boards: list[TaskBoard], plots: dict[str, list[tuple[str, str]]],
@@ -177,7 +189,10 @@ def render_page(boards: list[TaskBoard], plots: dict[str, list[tuple[str, str]]]
             f'<section data-task="{_attr(board.task)}" id="task-{_attr(board.task)}"><h2>{_attr(board.task)}</h2>'
             f"<p>{len(board.rows)} run(s); sorted by {_attr(board.primary)}; highlighted: best of each column "
             f"(\u2191 higher is better, \u2193 lower is better); 95% CI and \u2248 (statistically tied with the best "
-            f"run of the same base model, paired bootstrap, \u03b1 0.05) recomputed from the logged outputs.</p>"
+            f"run of the same base model, paired bootstrap, \u03b1 0.05) recomputed from the logged outputs; "
+            f"strict: {_attr(board.primary)} with every answer that has a format error scored as an empty "
+            f"prediction; runaway: the share of answers that loop; collapsed: one answer covers \u2265 90% of the "
+            f"documents while the gold answers vary (ranked last, never \u2248).</p>"
             f"{_table(board, axes)}{figures}</section>"
         )
     empty = "" if boards else "<p>No submissions yet.</p>"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sde_tasks.docstats import DocStats
+from sde_tasks.scoring import STRICT, Degeneracy
 
 FORMAT_ERROR = "format_error_rate"
 # The score that ranks designs in plots and sorts tables: the first of these a task reports.
@@ -47,10 +48,24 @@ class TaskBoard:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     tied: set[str] = field(default_factory=set)
     stats: dict[str, DocStats] = field(default_factory=dict)  # submission -> per-document statistics
+    degeneracy: dict[str, Degeneracy] = field(default_factory=dict)  # submission -> runaway and collapse
 
     @property
     def primary(self) -> str:
         return next((m for m in PRIMARY_METRICS if m in self.metrics), self.metrics[0])
+
+    def strict(self, submission: str) -> float | None:
+        """The primary metric under the strict scoring rule (an answer with a format error predicts nothing)."""
+        stats = self.stats.get(submission)
+        return stats.under(STRICT).corpus()[self.primary] if stats is not None else None
+
+    def runaway(self, submission: str) -> float | None:
+        found = self.degeneracy.get(submission)
+        return found.runaway_rate if found else None
+
+    def collapsed(self, submission: str) -> bool:
+        found = self.degeneracy.get(submission)
+        return bool(found and found.collapsed)
 
 
 def best_values(values: list[dict[str, float]], metrics: list[str], higher: dict[str, bool]) -> dict[str, float]:

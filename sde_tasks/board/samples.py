@@ -9,6 +9,7 @@ from typing import Any
 
 from sde_tasks.board.store import samples_name, spec_name
 from sde_tasks.docstats import DocStats
+from sde_tasks.scoring import Degeneracy
 from sde_tasks.scoring import logged_prediction as prediction  # noqa: F401  (the board's readers use it from here)
 
 TOLERANCE = 1e-6
@@ -52,11 +53,12 @@ def doc_ids(ids: list[int], shown: int = 8) -> str:
     return head + (f", … ({len(ids)} in all)" if len(ids) > shown else "")
 
 
-def recomputed_stats(folder: Path, task: str) -> DocStats | None:
+def recomputed(folder: Path, task: str) -> tuple[DocStats, Degeneracy] | None:
     """Per-document statistics recomputed from a submission's logged documents and outputs (never from the
-    items it logged), by the functions lm-eval calls; None where the samples cannot be read."""
+    items it logged), by the functions lm-eval calls, and how degenerate its outputs are; None where the samples
+    cannot be read."""
     from sde_datagen.tasks import load_task
-    from sde_tasks.scoring import doc_stats
+    from sde_tasks.scoring import doc_stats, logged_degeneracy
     from sde_tasks.tasks.utils import UserTask, process_results
 
     samples, failures = read_samples(folder / samples_name(task), task)
@@ -71,6 +73,7 @@ def recomputed_stats(folder: Path, task: str) -> DocStats | None:
                  for doc, s in zip(docs, ordered)]
         domain = docs[0].get("domain") or None
         spec = user.spec(domain) if user else load_task(docs[0]["task"], domain)
+        degenerate = logged_degeneracy(ordered, spec)
     except (KeyError, TypeError, ValueError):
         return None
-    return doc_stats(items, spec)
+    return doc_stats(items, spec), degenerate
