@@ -397,9 +397,12 @@ def recommendation_lines(summaries: Summaries) -> list[str]:
         if not summary.available:
             continue
         best = summary.best
-        caveat = " It is collapsed, as every design of the study is." if best in summary.collapsed else ""
+        if best in summary.collapsed:
+            lines.append(f"- {summary.rule} rule: none: every design is collapsed; the highest is `{short(best)}`, "
+                         f"{metric} {fmt_ci(summary.scores[(best, task, metric)])} on {task}.")
+            continue
         lines.append(f"- {summary.rule} rule: **`{best}`** ({short(best)}), {metric} "
-                     f"{fmt_ci(summary.scores[(best, task, metric)])} on {task}.{caveat} " + tie_words(summary))
+                     f"{fmt_ci(summary.scores[(best, task, metric)])} on {task}. " + tie_words(summary))
     if not paper.versus_best and sum(1 for (_, t, m) in paper.scores if t == task and m == metric) > 1:
         lines.append("No interval: the study has no per-document statistics (`docstats.jsonl`); rerun "
                      "`sde study report` on a study folder made by this version.")
@@ -413,7 +416,8 @@ def tie_words(summary: Summary) -> str:
         return ""
     tied = summary.tied()
     if not tied:
-        return "It is better than every other design of the study (paired, α 0.05)."
+        aside = " that is not collapsed" if summary.collapsed else ""
+        return f"It is better than every other design of the study{aside} (paired, α 0.05)."
     return ("Statistically tied with it (paired, α 0.05; the data do not tell them apart): "
             + ", ".join(f"`{short(d)}` (Δ {summary.versus_best[d].delta:+.4f}, p {summary.versus_best[d].p:.3f})"
                         for d in tied) + ".")
@@ -422,6 +426,8 @@ def tie_words(summary: Summary) -> str:
 def verdict_words(paper: Summary, strict: Summary) -> str:
     """Robust only where both rules recommend the same design; otherwise both numbers, side by side."""
     task, metric = paper.tasks[0], paper.metric
+    if paper.best in paper.collapsed:
+        return "**No recommendation**: every design is collapsed."
     if paper.best == strict.best:
         return f"**Robust**: both scoring rules recommend `{short(paper.best)}`."
     score = {r.rule: (r.scores[(r.best, task, metric)].value, r.scores.get((o.best, task, metric)))
@@ -440,6 +446,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
 
         raise UserError(f"{root}: no finished cell yet (see `sde study status {root}`)")
     doc_stats, size = load_doc_stats(root), test_set_size(plan)
+    rows = with_degeneracy(root, plan, rows)
     summaries = {rule: summarise(rows, plan, doc_stats, size, rule) for rule in RULES}
     paper = summaries["paper"]
     plots = root / PLOTS_DIR
@@ -456,6 +463,25 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
+    """Rows of cells evaluated before runaway and collapse were measured, completed from the cell's logged samples
+    where the study keeps them (DIR/samples/); results.jsonl itself is left as it is."""
+    import gzip
+    import json
+
+    from sde_study.evaluate import logged_run
+    from sde_study.work import SAMPLES_DIR
+
+    done = []
+    for row in rows:
+        path = root / SAMPLES_DIR / row["design"] / f"seed-{row.get('seed')}" / f"samples_{row.get('task')}.jsonl.gz"
+        if row["kind"] == "tuned" and "runaway_rate" not in row and path.is_file():
+            samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
+            row = {**row, **logged_run(samples, plan.task_spec or plan.task)[1].as_json()}
+        done.append(row)
+    return done
 
 
 def command_lines(rows: list[dict]) -> list[str]:
