@@ -35,11 +35,26 @@ def vllm_problem() -> str | None:
     if find_spec("vllm") is None:
         return "vLLM is not installed"
     try:
-        import vllm  # noqa: F401
-        from lm_eval.models import vllm_causallms  # noqa: F401
+        with own_environment():
+            import vllm  # noqa: F401
+            from lm_eval.models import vllm_causallms  # noqa: F401
     except Exception as err:  # a broken install: say what broke, evaluate with hf
         return f"vLLM does not import ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     return None
+
+
+@contextlib.contextmanager
+def own_environment() -> Iterator[None]:
+    """Undo, when the block ends, every change made to os.environ inside it. vLLM sets variables for its own workers
+    when it is imported and when an engine starts (LD_PRELOAD of libgomp, KMP_*, VLLM_*, TORCHINDUCTOR_*), and the
+    engine's settings below are read while it starts: processes a study starts later (training, torchrun) must
+    see the environment as it was before, or a 2-process torchrun training can hang."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def resolve_engine(name: str) -> tuple[str, str | None]:
@@ -142,25 +157,19 @@ class VLLMEngine:
     @cached_property
     def engine(self):
         """The lm-eval VLLM model (started on first use: 10-130 s, compiled once per process)."""
-        from sde_study.vllm_model import SwappableVLLM
         from sde_train.threads import choose_threads
 
-        # The environment as it is now is what every later process sees: the settings below are read while the
-        # engine starts, and vLLM adds its own for its workers (LD_PRELOAD of libgomp, VLLM_*, TORCHINDUCTOR_*);
-        # training processes started later must neither inherit them nor have their thread count decided here.
-        before = dict(os.environ)
-        # vLLM binds its threads once, at start (and ignores torch.set_num_threads after): the free cores now.
-        os.environ.setdefault("OMP_NUM_THREADS", str(choose_threads()))
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
-        # The engine in this process: no spawned engine-core process (a study worker, a test, a script
-        # without a __main__ guard all work), and on a 2-core machine no second process to share them with.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
+        with own_environment():
+            from sde_study.vllm_model import SwappableVLLM
+
+            # vLLM binds its threads once, at start (and ignores torch.set_num_threads after): the free cores now.
+            os.environ.setdefault("OMP_NUM_THREADS", str(choose_threads()))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
+            # The engine in this process: no spawned engine-core process (a study worker, a test, a script
+            # without a __main__ guard all work), and on a 2-core machine no second process to share them with.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             return SwappableVLLM(pretrained=self.path, dtype=self.dtype, max_lora_rank=self.max_lora_rank,
                                  batch_size="auto", **self.engine_args)
-        finally:
-            os.environ.clear()
-            os.environ.update(before)
 
     @contextlib.contextmanager
     def lm(self, adapter: Path | None) -> Iterator[Any]:

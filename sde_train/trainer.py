@@ -29,7 +29,7 @@ from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
 from sde_train.errors import TrainError
-from sde_files import atomic_folder, write_atomic
+from sde_files import atomic_folder, umask_mode, write_atomic
 from sde_train.output import prepare_output
 from sde_train.threads import choose_threads
 
@@ -411,11 +411,13 @@ def open_log(path: Path, keep_until: int):
 
 
 def save_adapter(peft_model: nn.Module, out: Path) -> None:
-    """PEFT folder files, each moved into place only once fully written."""
+    """PEFT folder files, each moved into place only once fully written, with the umask's modes (safetensors writes
+    owner-only files). The folder itself is not swapped: it also holds the checkpoints and the training log."""
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
     try:
         peft_model.save_pretrained(tmp)
         for name in ADAPTER_FILES:
+            os.chmod(tmp / name, umask_mode(directory=False))
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
