@@ -8,8 +8,14 @@ from pathlib import Path
 from sde_datagen.errors import UserError
 from sde_study.engines import ENGINES  # standard library only: the CLI stays light
 
+RULES = ("paper", "strict")  # sde_tasks.scoring.RULES, which imports more than the CLI needs to start
+
 DEFAULT_TRAIN_SIZE = 500  # the paper's
 RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
+
+
+RACE_HELP = ("the best design at a fraction of the grid: every design with one seed, then one more seed per rung for "
+             "the designs the data cannot yet rule out (README: the algorithm); resumable")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -17,44 +23,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
 
     run = actions.add_parser("run", help=RUN_HELP, description=RUN_HELP)
-    run.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
-    which = run.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
-    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (needs --data)")
-    run.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
-    run.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
-                     "(default one-factor)")
-    run.add_argument("--train-size", type=int, help="train records sampled once for all cells (default: the "
-                     f"paper's {DEFAULT_TRAIN_SIZE}, or every record when the train split has fewer)")
+    add_study_arguments(run, analysis=True)
     run.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
-    run.add_argument("--out", required=True, type=Path, help="the study folder")
-    run.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
-    run.add_argument("--eval-limit", type=int, help="evaluate on the first N test documents (default: full test sets)")
-    run.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
-    run.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
-                     "512); a budget just above the longest answer of your designs saves time when a model rambles")
-    run.add_argument("--engine", choices=ENGINES, default="auto",
-                     help="what generates the evaluated outputs: vllm (one engine, adapters as LoRA requests; "
-                     "several times faster) or hf (transformers + PEFT); auto: vllm where it imports, else hf, "
-                     "and a rerun keeps the study's engine (default auto)")
-    run.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
-    run.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
-    run.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
-                     help="PE signals of every design on the untuned model (default on)")
-    run.add_argument("--signal-limit", type=int, help="score the PE signals on the first N test documents (default: "
-                     "as the cells); the untuned model often writes to the token budget, so signals cost more per document")
-    run.add_argument("--icl-shots", type=int, default=3, help="in-context examples for the PE signal (default 3)")
-    run.add_argument("--ppl-samples", type=int, default=200, help="train rows for the perplexity signals (default 200)")
-    run.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
-    run.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
-                     help="local: this process; slurm: a submitit job array; submitit-local: the same on this machine")
-    run.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
-    run.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
-    run.add_argument("--slurm-partition", help="Slurm partition")
-    run.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default --nproc-per-node)")
-    run.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per array task (default 1440)")
-    run.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
     run.set_defaults(handler=_run)
+
+    race = actions.add_parser("race", help=RACE_HELP, description=RACE_HELP)
+    add_study_arguments(race, analysis=False)
+    race.add_argument("--max-seeds", type=int, default=5, help="seeds per design at most (default 5)")
+    race.add_argument("--budget-hours", type=float, help="stop before a rung that would pass this much measured "
+                      "training + evaluation time (default: no budget)")
+    race.add_argument("--delta", type=float, default=0.0, help="differences smaller than this are ties: the race "
+                      "stops when every survivor lies within +-delta of the best (default 0: never)")
+    race.add_argument("--rule", choices=RULES, default="paper", help="the scoring rule it eliminates by (default "
+                      "paper; the report gives the verdict under both)")
+    race.set_defaults(handler=_race)
 
     status = actions.add_parser("status", help="list the work items as done / running / failed / to do")
     status.add_argument("dir", type=Path, metavar="DIR")
@@ -70,6 +52,49 @@ def register(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--submitter", help="name or handle recorded in each submission (default: the user name)")
     submit.add_argument("--base-model", help="the base model's name on the board (default: the study's --model)")
     submit.set_defaults(handler=_submit)
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None:
+    """What `sde study run` and `sde study race` share: the model, task, designs, data, evaluation, engine,
+    training settings and executor (each command adds how it chooses seeds)."""
+    parser.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
+    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (needs --data)")
+    parser.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
+    parser.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
+                        "(default one-factor)")
+    parser.add_argument("--train-size", type=int, help="train records sampled once for all cells (default: the "
+                        f"paper's {DEFAULT_TRAIN_SIZE}, or every record when the train split has fewer)")
+    parser.add_argument("--out", required=True, type=Path, help="the study folder")
+    parser.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
+    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N test documents (default: full test sets)")
+    parser.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
+    parser.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
+                        "512); a budget just above the longest answer of your designs saves time when a model rambles")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="what generates the evaluated outputs: vllm (one engine, adapters as LoRA requests; "
+                        "several times faster) or hf (transformers + PEFT); auto: vllm where it imports, else hf, "
+                        "and a rerun keeps the study's engine (default auto)")
+    parser.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
+    parser.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=analysis,
+                        help=f"PE signals of every design on the untuned model (default {'on' if analysis else 'off'})")
+    parser.add_argument("--signal-limit", type=int, help="score the PE signals on the first N test documents (default: "
+                        "as the cells); the untuned model often writes to the token budget, so signals cost more per "
+                        "document")
+    parser.add_argument("--icl-shots", type=int, default=3, help="in-context examples for the PE signal (default 3)")
+    parser.add_argument("--ppl-samples", type=int, default=200, help="train rows for the perplexity signals (default 200)")
+    parser.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
+    parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                        help="local: this process; slurm: a submitit job array (per rung, in a race); "
+                        "submitit-local: the same on this machine")
+    parser.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
+    parser.add_argument("--slurm-partition", help="Slurm partition")
+    parser.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default --nproc-per-node)")
+    parser.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per array task (default 1440)")
+    parser.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
 
 
 def _seeds(text: str) -> list[int]:
@@ -118,7 +143,7 @@ def choose_engine(asked: str, existing) -> str:
     return engine
 
 
-def build_plan(args: argparse.Namespace, engine: str):
+def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
     """The plan the arguments ask for, everything checked that can be before anything is written: flags, the
     model folder, designs, seeds, the task and every record of the data it reads, the train size against it."""
     from sde_study.plan import Plan, resolve_plan_designs
@@ -146,7 +171,7 @@ def build_plan(args: argparse.Namespace, engine: str):
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
                 train=train, analysis=args.analysis, icl_shots=args.icl_shots, ppl_samples=args.ppl_samples,
-                user_tasks=user_tasks, engine=engine, signal_limit=args.signal_limit)
+                user_tasks=user_tasks, engine=engine, signal_limit=args.signal_limit, race=race)
 
 
 def check_model(model: str) -> None:
@@ -177,29 +202,49 @@ def train_size(args: argparse.Namespace, spec) -> int:
     return args.train_size or min(DEFAULT_TRAIN_SIZE, available)
 
 
-def _run(args: argparse.Namespace, extra: list[str]) -> int:
-    from sde_study.executors import ExecutorOptions, execute
+def prepare(args: argparse.Namespace, race: dict | None = None):
+    """Check the arguments, write the plan (a rerun's must match, or only add with --extend), the exports and a
+    user task's folder: the study folder ready for its work items."""
     from sde_study.exports import ensure_exports, ensure_task_folder
     from sde_study.plan import merge, read_plan, write_plan
-    from sde_study.results import collect, status_lines
-    from sde_study.work import is_done
 
     root: Path = args.out
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root}: is a file; give a study folder")
     existing = read_plan(root)
-    plan = build_plan(args, choose_engine(args.engine, existing))
+    plan = build_plan(args, choose_engine(args.engine, existing), race)
     if existing is not None:
         plan = merge(existing, plan, args.extend)
     write_plan(root, plan)
     ensure_task_folder(plan, root)
     ensure_exports(plan, root)
+    return plan
+
+
+def executor_options(args: argparse.Namespace):
+    from sde_study.executors import ExecutorOptions
+
+    return ExecutorOptions(args.executor, args.workers, args.nproc_per_node, args.slurm_partition,
+                           args.slurm_gpus_per_node, args.slurm_time, args.slurm_array_parallelism)
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.executors import execute
+    from sde_study.results import collect
+    from sde_study.work import is_done
+
+    root: Path = args.out
+    plan = prepare(args)
     todo = [item.id for item in plan.items() if not is_done(root, item)]
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
-    options = ExecutorOptions(args.executor, args.workers, args.nproc_per_node, args.slurm_partition,
-                              args.slurm_gpus_per_node, args.slurm_time, args.slurm_array_parallelism)
-    outcome = execute(root, todo, options)
-    rows = collect(root, plan)
+    outcome = execute(root, todo, executor_options(args))
+    return finish(root, plan, collect(root, plan), outcome)
+
+
+def finish(root: Path, plan, rows: list[dict], outcome) -> int:
+    """Say where the study stands after a run: the report when it is complete, else what keeps it from being."""
+    from sde_study.results import status_lines
+
     print(f"wrote {root / 'results.jsonl'} ({len(rows)} rows)")
     if outcome.elsewhere:
         print(f"sde study: {len(outcome.elsewhere)} item(s) are run by another worker ({', '.join(outcome.elsewhere)}); "
@@ -215,6 +260,42 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
               file=sys.stderr)
         return 1
     return 3 if outcome.elsewhere else 0
+
+
+def _race(args: argparse.Namespace, extra: list[str]) -> int:
+    """Rung after rung: the race decides from the finished cells which to train next, until it is decided."""
+    from sde_study.executors import execute
+    from sde_study.race import race_state
+    from sde_study.results import collect
+    from sde_study.work import Outcome
+
+    for flag in ("max_seeds", "budget_hours"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be more than 0")
+    if args.delta < 0:
+        raise UserError("--delta must be 0 or more")
+    args.seeds = ",".join(str(s) for s in range(args.max_seeds))
+    race = {"max_seeds": args.max_seeds, "budget_hours": args.budget_hours, "delta": args.delta, "rule": args.rule}
+    root: Path = args.out
+    plan = prepare(args, race)
+    outcome = Outcome()
+    while True:
+        state = race_state(root, plan)
+        todo = [f"{design}/seed-{seed}" for design, seed in state.next_cells]
+        if state.decided or not todo:
+            break
+        print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
+              f"({', '.join(todo)})")
+        step = execute(root, todo, executor_options(args))
+        collect(root, plan)
+        outcome = outcome.add(step)
+        if step.elsewhere:
+            break
+    print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
+          f"finalists: {', '.join(state.survivors)}")
+    return finish(root, plan, collect(root, plan), Outcome(outcome.failures if not state.decided else [],
+                                                           outcome.elsewhere))
 
 
 def _status(args: argparse.Namespace, extra: list[str]) -> int:

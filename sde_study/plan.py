@@ -51,6 +51,7 @@ class Plan:
     user_tasks: list[str] | None = None  # lm-eval tasks of a user's spec (in DIR/tasks, by sde eval make-task)
     engine: str = "hf"  # what generates the evaluated outputs: vllm or hf (sde_study.engines)
     signal_limit: int | None = None  # PE signals on the first N test documents (None: as the cells, eval_limit)
+    race: dict[str, Any] | None = None  # `sde study race`'s settings (max_seeds, budget_hours, delta, rule); None: a grid
 
     @property
     def signal_docs(self) -> int | None:

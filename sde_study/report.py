@@ -457,6 +457,10 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     plot_designs(summaries, plots / "designs.png")
     if paper.effects:
         plot_effects(summaries, plots / "effects.png")
+    if plan.race:
+        from sde_study.race import race_lines
+
+        lines += race_lines(root, plan, short)
     if plan.analysis:
         lines += signals_section(rows, plan, paper, plots)
     lines += command_lines(rows)

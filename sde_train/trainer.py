@@ -227,6 +227,10 @@ def train(cfg: TrainConfig) -> dict:
     key = RunKey(cfg.fingerprint(), data.fingerprint, dist.world_size)
     start = load_checkpoint(last_ckpt, parts, key) if cfg.resume and last_ckpt is not None else 0
     window = run_steps(cfg, data, parts, loss_model, ddp, key, dist, device, start)
+    # DDP's reducer goes while the process group lives. Freed after destroy_process_group (when train returns), it
+    # would free the gloo group itself, joining its threads while holding the GIL that one of them waits for: a
+    # process hung at exit, seen under load with 2 processes on 2 cores (py-spy: ~ProcessGroupGloo in thread::join).
+    del loss_model, ddp
     return finish(cfg, data, parts, window, dist)
 
 

@@ -1,0 +1,275 @@
+"""`sde study race`: the best design at a fraction of the grid's cells, by racing designs over seeds.
+
+The algorithm (irace's racing, with successive halving's rungs and a Bonferroni split over planned looks):
+
+- Rung 0: every design is trained with one seed. Each later rung adds one seed to every surviving design.
+- After each rung, a design leaves only
+  - with one seed: if a cell of it collapsed (one answer to >= 90% of the documents) or failed;
+  - from two seeds on: if the current best (the highest mean) is better than it in a one-sided paired comparison
+    on the same documents and seeds (sde_tasks.significance: documents resampled, the pooled between-seed
+    variance widened to Student's t), with Holm's step-down over the rivals at level alpha / (max_seeds - 1):
+    Bonferroni over the looks the race can make, so the chance of ever dropping a design that is as good as the
+    best stays near alpha however many looks it takes (bench/race.py measures it under the null).
+- The current best never leaves, and at least two designs survive until the race is decided.
+- It stops when the best is separated from every rival ("separated"), when every survivor's difference from the
+  best lies within +-delta with the same confidence ("tie set"), when the seeds run out ("seeds exhausted"), or
+  when the next rung would pass the budget ("budget").
+
+Everything is decided from the cells' results and per-document statistics alone (`decide` is a pure function),
+so a race folder committed without its adapters continues on another machine, and a race is replayed exactly.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+from sde_tasks import significance as sig
+from sde_tasks.docstats import DocStats
+
+SEPARATED, TIE_SET, SEEDS_EXHAUSTED, BUDGET = "separated", "tie set", "seeds exhausted", "budget"
+NONE_LEFT = "no design left (every one collapsed or failed)"
+ONE_LEFT = "one design left (every other one collapsed or failed)"
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """How a race runs: seeds per design at most, compute budget, the tie margin, the rule it eliminates by."""
+
+    max_seeds: int = 5
+    budget_hours: float | None = None
+    delta: float = 0.0
+    rule: str = "paper"
+    alpha: float = sig.ALPHA
+
+    def look_level(self) -> float:
+        """The level of one look: alpha split over the looks the race can make (one per rung after the first)."""
+        return self.alpha / max(1, self.max_seeds - 1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One finished (design, seed) as the race sees it."""
+
+    stats: DocStats | None  # per-document statistics of the headline task (None: the cell failed)
+    collapsed: bool = False
+    seconds: float = 0.0  # training + evaluation, measured
+    failed: str = ""
+
+
+@dataclass(frozen=True)
+class Look:
+    """The decision after one rung."""
+
+    rung: int
+    survivors: tuple[str, ...]  # entering the look
+    best: str
+    means: dict[str, float]
+    left: dict[str, str]  # design -> why it left, in words
+    cells: int  # cells trained so far
+    hours: float  # their measured compute
+
+
+@dataclass
+class RaceState:
+    designs: list[str]
+    settings: RaceSettings
+    looks: list[Look] = field(default_factory=list)
+    survivors: list[str] = field(default_factory=list)
+    decided: str | None = None
+    next_cells: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def best(self) -> str | None:
+        return self.looks[-1].best if self.looks else None
+
+
+def decide(cells: dict[tuple[str, int], Cell], designs: list[str], settings: RaceSettings,
+           metric: str, resamples: int = sig.RESAMPLES) -> RaceState:
+    """Replay the race on the cells at hand: every look it has the data for, and what it needs next."""
+    state = RaceState(list(designs), settings, survivors=list(designs))
+    for rung in range(settings.max_seeds):
+        missing = [(d, rung) for d in state.survivors if (d, rung) not in cells]
+        if missing:
+            if over_budget(cells, len(missing), settings):
+                state.decided = BUDGET
+            else:
+                state.next_cells = missing
+            return state
+        look = _look(cells, state, rung, metric, resamples)
+        state.looks.append(look)
+        state.survivors = [d for d in look.survivors if d not in look.left]
+        if state.decided is None and len(state.survivors) <= 1:
+            state.decided = ONE_LEFT if state.survivors else NONE_LEFT
+        if state.decided is None and rung == settings.max_seeds - 1:
+            state.decided = SEEDS_EXHAUSTED
+        if state.decided:
+            return state
+    return state
+
+
+def over_budget(cells: dict[tuple[str, int], Cell], n_next: int, settings: RaceSettings) -> bool:
+    """Whether the next rung's cells (at the measured median cell time) would pass the budget."""
+    if settings.budget_hours is None:
+        return False
+    times = [c.seconds for c in cells.values() if c.seconds > 0]
+    if not times:
+        return False
+    return (sum(times) + n_next * statistics.median(times)) / 3600 > settings.budget_hours
+
+
+def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metric: str, resamples: int) -> Look:
+    """One rung's decision (see the module's docstring); sets state.decided when the race is over."""
+    settings, survivors = state.settings, list(state.survivors)
+    left: dict[str, str] = {}
+    for d in survivors:
+        mine = [cells[(d, s)] for s in range(rung + 1)]
+        failed = next((c.failed for c in mine if c.failed or c.stats is None), None)
+        if failed is not None:
+            left[d] = f"failed ({failed or 'no statistics'})"
+        elif any(c.collapsed for c in mine):
+            left[d] = "collapsed"
+    alive = [d for d in survivors if d not in left]
+    runs = {d: [cells[(d, s)].stats.under(settings.rule) for s in range(rung + 1)] for d in alive}
+    means = {d: statistics.fmean(r.corpus()[metric] for r in group) for d, group in runs.items()}
+    best = max(alive, key=lambda d: means[d]) if alive else ""
+    if rung >= 1 and len(alive) > 1:
+        verdicts = compare_with_best(runs, best, metric, settings.look_level(), settings.delta, resamples)
+        separated = {d: words for d, (words, apart, _) in verdicts.items() if apart}
+        if len(separated) == len(verdicts):
+            state.decided = SEPARATED
+        elif settings.delta > 0 and all(within for _, _, within in verdicts.values()):
+            state.decided = TIE_SET
+        left.update(separated)
+    hours = sum(c.seconds for c in cells.values()) / 3600
+    done = sum(1 for d in state.designs for s in range(rung + 1) if (d, s) in cells)
+    return Look(rung, tuple(survivors), best, means, left, done, hours)
+
+
+def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, level: float, delta: float,
+                      resamples: int) -> dict[str, tuple[str, bool, bool]]:
+    """Each rival against the best, paired: (in words, separated, within +-delta), Holm's step-down over the
+    rivals at the look's `level` (the first rejection at level / rivals, as Bonferroni, the next ones less strict).
+
+    The test is one-sided (a rival leaves only for being worse than the best), z = Δ / SE with the SE of the
+    paired bootstrap (documents, and the pooled seed variance widened to Student's t at level / rivals): a level
+    far below 1 / resamples is then still resolved, which a bootstrap p-value is not."""
+    rivals = [d for d in runs if d != best]
+    strictest = level / len(rivals)
+    reps = sig.replicates(runs, resamples=resamples, alpha=strictest)
+    means = {d: statistics.fmean(r.corpus()[metric] for r in group) for d, group in runs.items()}
+    found, p_values = {}, {}
+    for d in rivals:
+        diff = means[best] - means[d]
+        se = float((reps[best][metric] - reps[d][metric]).std(ddof=1))
+        p_values[d] = 1 - NormalDist().cdf(diff / se) if se > 0 else (0.0 if diff > 0 else 1.0)
+        z = NormalDist().inv_cdf(1 - strictest)
+        within = delta > 0 and diff + z * se < delta and diff - z * se > -delta
+        found[d] = [f"best − it = {diff:+.4f} (SE {se:.4f}, one-sided p {p_values[d]:.2g})", False, within]
+    for rank, d in enumerate(sorted(rivals, key=p_values.get)):  # Holm: stop at the first rival not rejected
+        if p_values[d] >= level / (len(rivals) - rank):
+            break
+        found[d][0] += f" < {level / (len(rivals) - rank):.2g}"
+        found[d][1] = True
+    return {d: (words, apart, within) for d, (words, apart, within) in found.items()}
+
+
+def cells_used(state: RaceState) -> int:
+    """The cells the race's looks consumed: each rung one seed of each design that entered it."""
+    return sum(len(look.survivors) for look in state.looks)
+
+
+def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats], task: str,
+                    failures: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], Cell]:
+    """The race's view of a study folder: its tuned rows of the headline task, their statistics, and failures."""
+    cells: dict[tuple[str, int], Cell] = {}
+    for row in rows:
+        if row["kind"] != "tuned" or row["task"] != task:
+            continue
+        stats = doc_stats.get(("tuned", row["design"], row["seed"], None, task))
+        seconds = float(row.get("train_seconds", 0) or 0) + float(row.get("eval_seconds", 0) or 0)
+        cells[(row["design"], row["seed"])] = Cell(stats, bool(row.get("collapsed")), seconds,
+                                                   "" if stats is not None else "no per-document statistics")
+    for key, error in (failures or {}).items():
+        cells.setdefault(key, Cell(None, failed=error))
+    return cells
+
+
+# ------------------------------------------------------------------------------------------- a race folder
+
+def settings_of(plan) -> RaceSettings:
+    return RaceSettings(**(plan.race or {}))
+
+
+def race_state(root, plan, rule: str | None = None) -> RaceState:
+    """The race of a study folder as its files stand (results.jsonl, docstats.jsonl, each cell's state), under its
+    own rule or `rule`: a folder committed without cells/ continues from its results alone."""
+    from dataclasses import replace
+
+    from sde_study.report import headline, with_degeneracy
+    from sde_study.results import RESULTS_NAME, item_state, load_doc_stats, read_jsonl_rows
+
+    rows = with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
+    failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
+                if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
+    task = plan.lm_eval_tasks[0]
+    cells = cells_from_rows(rows, load_doc_stats(root), task, failures)
+    settings = settings_of(plan)
+    if rule is not None:
+        settings = replace(settings, rule=rule)
+    tuned = next((r for r in rows if r["kind"] == "tuned"), None)
+    return decide(cells, list(plan.designs), settings, headline(tuned) if tuned else "f1")
+
+
+def race_lines(root, plan, short) -> list[str]:
+    """REPORT.md's section on a race: the algorithm, its trace, the compute against the grid's, both rules."""
+    state = race_state(root, plan)
+    settings = state.settings
+    lines = ["## The race", "",
+             f"`sde study race` with at most {settings.max_seeds} seeds per design, eliminating by the **{settings.rule}** "
+             f"rule, α {settings.alpha} split over its {max(1, settings.max_seeds - 1)} looks (Holm over the rivals at "
+             f"each look, one-sided), δ {settings.delta}"
+             + (f", budget {settings.budget_hours} h" if settings.budget_hours else "") + ". Rung 0 trains every "
+             "design with one seed; each later rung adds a seed to the designs still in; with one seed only collapsed "
+             "or failed designs leave; from two seeds on a design leaves when the best design is better than it in a "
+             "paired comparison (documents and seeds); the best never leaves. The race stops when the best is "
+             "separated from every rival, when the survivors lie within ±δ of it, when the seeds run out, or when "
+             "the budget would be passed.", "",
+             "| rung | designs in | best (mean) | left, and why | cells so far | hours so far |", "|---|---|---|---|---|---|"]
+    for look in state.looks:
+        left = "; ".join(f"`{short(d)}`: {why}" for d, why in look.left.items()) or "—"
+        best = f"`{short(look.best)}` ({look.means[look.best]:.4f})" if look.best else "—"
+        lines.append(f"| {look.rung} | {len(look.survivors)} | {best} | {left} | {look.cells} | {look.hours:.2f} |")
+    lines += [""] + compute_lines(state, root, plan)
+    lines += [f"**Decision** ({settings.rule} rule): "
+              + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
+                 if state.decided else f"not decided yet; still in: {', '.join(f'`{short(d)}`' for d in state.survivors)}"
+                 f"; next: {', '.join(f'{short(d)} seed {s}' for d, s in state.next_cells)} (rerun the command).")]
+    other = "strict" if settings.rule == "paper" else "paper"
+    replayed = race_state(root, plan, other)
+    lines += ["", f"The same cells raced under the **{other}** rule (a replay: the cells trained are the ones above): "
+              f"{replayed.decided or 'not decided'}; finalists {', '.join(f'`{short(d)}`' for d in replayed.survivors)}"
+              + (" — the same." if set(replayed.survivors) == set(state.survivors) else
+                 " — **the finalists depend on the scoring rule**."),
+              "", "Designs that left early were measured on fewer seeds than the finalists: their rows in the tables "
+              "above carry the pooled between-seed variance, not their own, and their means are the means of the "
+              "seeds they had.", ""]
+    return lines
+
+
+def compute_lines(state: RaceState, root, plan) -> list[str]:
+    """Cells and measured hours against the full grid's (its cells at the mean measured cell time)."""
+    from sde_study.report import with_degeneracy
+    from sde_study.results import RESULTS_NAME, read_jsonl_rows
+
+    rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
+            if r["kind"] == "tuned" and r["task"] == plan.lm_eval_tasks[0]]
+    seconds = [float(r.get("train_seconds", 0) or 0) + float(r.get("eval_seconds", 0) or 0) for r in rows]
+    grid = len(plan.designs) * state.settings.max_seeds
+    if not seconds:
+        return []
+    used, mean = sum(seconds) / 3600, statistics.fmean(seconds) / 3600
+    return [f"Compute: {len(rows)} cells of the grid's {grid} ({len(rows) / grid:.0%}), {used:.2f} h of measured "
+            f"training and evaluation, against {grid * mean:.2f} h for the whole grid at the mean cell time "
+            f"({mean * 60:.1f} min).", ""]

@@ -1,0 +1,114 @@
+"""`sde study race`: the rules of the race on planted designs, resumption from a partial grid, the budget and tie
+stops, and its calibration (bench/race.py replays the committed studies and simulates races and the null)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sde_study.race import BUDGET, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, cells_used, decide
+from sde_tasks.docstats import EXTRACTION, DocStats
+
+REPO = Path(__file__).resolve().parents[1]
+N_DOCS = 300
+
+
+def run(rng: np.random.Generator, gold: np.ndarray, rate: float) -> DocStats:
+    tp = rng.binomial(gold, np.clip(rate, 0, 1))
+    fp = rng.poisson(0.5, len(gold))
+    zeros = np.zeros(len(gold))
+    return DocStats(EXTRACTION, (), np.stack([tp, fp, gold - tp, tp, fp, gold - tp, zeros, zeros,
+                                              np.ones(len(gold))], axis=1).astype(float))
+
+
+def grid(rates: dict[str, float], seeds: int, seed_sd: float = 0.01, seconds: float = 60.0,
+         collapsed: tuple[str, ...] = ()) -> dict[tuple[str, int], Cell]:
+    rng = np.random.default_rng(3)
+    gold = 1 + rng.poisson(1.5, N_DOCS)
+    return {(d, s): Cell(run(rng, gold, r + rng.normal(0, seed_sd)), d in collapsed, seconds)
+            for d, r in rates.items() for s in range(seeds)}
+
+
+def test_one_seed_drops_only_collapsed_designs_and_the_best_stays() -> None:
+    cells = grid({"good": 0.7, "bad": 0.2, "flat": 0.6}, seeds=4, collapsed=("flat",))
+    state = decide(cells, ["good", "bad", "flat"], RaceSettings(max_seeds=4), "f1", resamples=1000)
+    first = state.looks[0]
+    assert first.rung == 0 and first.left == {"flat": "collapsed"}  # "bad" is far behind, but has one seed
+    second = state.looks[1]
+    assert "bad" in second.left and "good" not in second.left
+    assert state.decided == SEPARATED and state.survivors == ["good"]
+    assert cells_used(state) == 3 + 2  # 3 designs at rung 0, 2 at rung 1: the grid's other 7 cells never trained
+
+
+def test_equal_designs_run_to_the_last_seed_and_stay() -> None:
+    cells = grid({"a": 0.5, "b": 0.5, "c": 0.5}, seeds=3)
+    state = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
+    assert state.decided == SEEDS_EXHAUSTED and sorted(state.survivors) == ["a", "b", "c"]
+
+
+def test_a_race_resumes_from_the_cells_it_has() -> None:
+    cells = grid({"a": 0.7, "b": 0.65, "c": 0.2}, seeds=3)
+    partial = {k: v for k, v in cells.items() if k[1] == 0 or k == ("a", 1)}
+    state = decide(partial, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
+    assert state.decided is None and state.next_cells == [("b", 1), ("c", 1)]
+    whole = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
+    again = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
+    assert whole.looks == again.looks  # a replay decides exactly the same
+
+
+def test_budget_and_tie_stops() -> None:
+    cells = grid({"a": 0.5, "b": 0.5}, seeds=4, seconds=1800.0)
+    partial = {k: v for k, v in cells.items() if k[1] < 2}
+    state = decide(partial, ["a", "b"], RaceSettings(max_seeds=4, budget_hours=2.5), "f1", resamples=1000)
+    assert state.decided == BUDGET and not state.next_cells  # 2 h spent, the next rung's 1 h would pass 2.5 h
+    tie = decide(cells, ["a", "b"], RaceSettings(max_seeds=4, delta=0.2), "f1", resamples=1000)
+    assert tie.decided == TIE_SET and sorted(tie.survivors) == ["a", "b"] and len(tie.looks) == 2
+
+
+def test_bench_race_meets_the_bars() -> None:
+    """Calibration: the committed grids' recommended designs are kept; simulated races of 10 designs x 5 seeds
+    train <= 70% of the grid and keep the true best in >= 93%; under the null <= 8% wrongly eliminate a design."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "race.py")], capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replay"] and all(r["same_winner"] for r in result["replay"])
+    assert result["simulated"]["cells_fraction"] <= 0.70 and result["simulated"]["best_kept"] >= 0.93
+    assert result["null_false_elimination"] <= 0.08
+
+
+@pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--delta", "-1"), ("--budget-hours", "0")])
+def test_race_flags_are_checked_before_anything_is_written(tiny_model_dir: Path, tmp_path: Path, flag: str,
+                                                            value: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "race", "--model", str(tiny_model_dir),
+                           "--task", "ner", "--designs", "es-sde,ew-sde", "--out", str(tmp_path / "race"), flag, value],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and flag in done.stderr
+    assert not (tmp_path / "race").exists()
+
+
+def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(tiny_model_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """Each rung's cells go to the executor as one job array (submitit's local executor runs the Slurm path); the
+    folder is an ordinary study (status, report); a rerun of the decided race trains nothing."""
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1.0e-2\nbatch_size: 4\nmax_length: 256\n", encoding="utf-8")
+    args = [sys.executable, "-m", "sde_datagen.cli", "study", "race", "--model", str(tiny_model_dir), "--task", "ner",
+            "--designs", "es-sde,ew-sde", "--max-seeds", "2", "--train-size", "16", "--max-steps", "30",
+            "--train-config", str(config), "--eval-limit", "8", "--max-gen-toks", "24", "--engine", "hf",
+            "--executor", "submitit-local", "--out", str(tmp_path / "race")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "race rung 0: 2 cell(s) to train" in done.stdout and "submitted 2 job(s) (submitit-local)" in done.stdout
+    assert "the race is decided" in done.stdout
+    report = (tmp_path / "race" / "REPORT.md").read_text(encoding="utf-8")
+    assert "## The race" in report and "| 0 | 2 |" in report and "Compute: " in report
+    again = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0 and "to train" not in again.stdout and "the race is decided" in again.stdout
+    status = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "status", str(tmp_path / "race")],
+                            capture_output=True, text=True, timeout=600)
+    assert status.returncode == 0 and "done" in status.stdout
