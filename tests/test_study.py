@@ -125,7 +125,8 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
     done = run([*SDE, "study", "report", str(uninterrupted)])
     assert done.returncode == 0, done.stderr[-3000:]
     report = (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
-    assert "| `first-nomi-lines-pu-text-none` (es-sde) |" in report and "| 2 |" in report  # design row, 2 seeds
+    # the design row, 2 seeds (a random model's 3 answers are one answer: collapsed)
+    assert "| `first-nomi-lines-pu-text-none` (es-sde) **collapsed** |" in report and "| 2 |" in report
     for name in ("zero-shot", "in-context", "prompt perplexity", "output perplexity"):
         assert f"| {name} | " in report  # its Kendall τ / Spearman ρ row
         assert (uninterrupted / "plots" / f"signal-{name.replace(' ', '-')}.png").stat().st_size > 0
