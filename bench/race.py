@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from sde_study.plan import read_plan  # noqa: E402
 from sde_study.race import Cell, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
-from sde_study.report import summarise, with_degeneracy  # noqa: E402
-from sde_study.results import load_doc_stats, read_jsonl_rows  # noqa: E402
+from sde_study.report import summarise  # noqa: E402
+from sde_study.results import load_doc_stats, read_jsonl_rows, with_degeneracy  # noqa: E402
 from sde_tasks.docstats import EXTRACTION, DocStats  # noqa: E402
 
 SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"

@@ -207,8 +207,7 @@ def race_state(root, plan, rule: str | None = None) -> RaceState:
     own rule or `rule`: a folder committed without cells/ continues from its results alone."""
     from dataclasses import replace
 
-    from sde_study.report import headline, with_degeneracy
-    from sde_study.results import RESULTS_NAME, item_state, load_doc_stats, read_jsonl_rows
+    from sde_study.results import RESULTS_NAME, headline, item_state, load_doc_stats, read_jsonl_rows, with_degeneracy
 
     rows = with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
     failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
@@ -260,8 +259,7 @@ def race_lines(root, plan, short) -> list[str]:
 
 def compute_lines(state: RaceState, root, plan) -> list[str]:
     """Cells and measured hours against the full grid's (its cells at the mean measured cell time)."""
-    from sde_study.report import with_degeneracy
-    from sde_study.results import RESULTS_NAME, read_jsonl_rows
+    from sde_study.results import RESULTS_NAME, read_jsonl_rows, with_degeneracy
 
     rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
             if r["kind"] == "tuned" and r["task"] == plan.lm_eval_tasks[0]]

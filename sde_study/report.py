@@ -22,6 +22,7 @@ from sde_datagen.design import AXES, PRESETS
 from sde_files import write_atomic
 from sde_study.directions import Direction, direction_verdict, testable
 from sde_study.plan import Plan
+from sde_study.results import headline, with_degeneracy
 from sde_tasks import significance as sig
 from sde_tasks.scoring import PAPER, RULES
 
@@ -37,10 +38,6 @@ SIGNALS = {
     "prompt perplexity": (False, "prompt NLL (lower ranks higher)"),
     "output perplexity": (False, "output NLL (lower ranks higher)"),
 }
-
-
-def headline(row: dict[str, Any]) -> str:
-    return "kappa" if "kappa" in row else "f1"
 
 
 def short(design: str) -> str:
@@ -467,25 +464,6 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
     return path
-
-
-def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
-    """Rows of cells evaluated before runaway and collapse were measured, completed from the cell's logged samples
-    where the study keeps them (DIR/samples/); results.jsonl itself is left as it is."""
-    import gzip
-    import json
-
-    from sde_study.evaluate import logged_run
-    from sde_study.work import SAMPLES_DIR
-
-    done = []
-    for row in rows:
-        path = root / SAMPLES_DIR / row["design"] / f"seed-{row.get('seed')}" / f"samples_{row.get('task')}.jsonl.gz"
-        if row["kind"] == "tuned" and "runaway_rate" not in row and path.is_file():
-            samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
-            row = {**row, **logged_run(samples, plan.task_spec or plan.task)[1].as_json()}
-        done.append(row)
-    return done
 
 
 def command_lines(rows: list[dict]) -> list[str]:

@@ -135,6 +135,29 @@ def load_doc_stats(root: Path) -> dict[tuple, Any]:
     return found
 
 
+def headline(row: dict[str, Any]) -> str:
+    """The metric a study ranks designs by: kappa (classification) or f1 (extraction)."""
+    return "kappa" if "kappa" in row else "f1"
+
+
+def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
+    """Rows of cells evaluated before runaway and collapse were measured, completed from the cell's logged samples
+    where the study keeps them (DIR/samples/); results.jsonl itself is left as it is."""
+    import gzip
+
+    from sde_study.evaluate import logged_run
+    from sde_study.work import SAMPLES_DIR
+
+    done = []
+    for row in rows:
+        path = root / SAMPLES_DIR / row["design"] / f"seed-{row.get('seed')}" / f"samples_{row.get('task')}.jsonl.gz"
+        if row["kind"] == "tuned" and "runaway_rate" not in row and path.is_file():
+            samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
+            row = {**row, **logged_run(samples, plan.task_spec or plan.task)[1].as_json()}
+        done.append(row)
+    return done
+
+
 def status_lines(root: Path, plan: Plan) -> list[str]:
     counts: dict[str, int] = {}
     lines = []
