@@ -109,6 +109,14 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     assert "## The race" in report and "| 0 | 2 |" in report and "Compute: " in report
     again = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0 and "to train" not in again.stdout and "the race is decided" in again.stdout
+    # committed without its adapters (no cells/), the race continues elsewhere from its results alone
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "race", moved, ignore=shutil.ignore_patterns("cells", "submitit"))
+    there = subprocess.run([*args[:-1], str(moved)], capture_output=True, text=True, timeout=1800)
+    assert there.returncode == 0, there.stderr[-2000:]
+    assert "to train" not in there.stdout and "the race is decided" in there.stdout
     status = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "status", str(tmp_path / "race")],
                             capture_output=True, text=True, timeout=600)
     assert status.returncode == 0 and "done" in status.stdout
