@@ -130,8 +130,8 @@ def load_doc_stats(root: Path) -> dict[tuple, Any]:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             from sde_datagen.errors import UserError
 
-            raise UserError(f"{path}:{number}: not a per-document statistics row ({err}); delete the file and run "
-                            f"`sde study report {root}` to collect it again") from None
+            raise UserError(f"{path}:{number}: not a per-document statistics row ({err}); the file was left as it "
+                            "is (its cells, where the study still has them, rebuild that line)") from None
     return found
 
 

@@ -43,17 +43,18 @@ def doc_weights(n_docs: int, resamples: int, rng: np.random.Generator) -> np.nda
 
 
 def replicates(runs: Mapping[str, Sequence[DocStats]], resamples: int = RESAMPLES, seed: int = SEED,
-               seeds_too: bool = True) -> dict[str, dict[str, np.ndarray]]:
+               seeds_too: bool = True, alpha: float = ALPHA) -> dict[str, dict[str, np.ndarray]]:
     """Bootstrap replicates of every metric of every group of runs: group -> metric -> (resamples,).
 
     A group is one design's runs (one per seed) on the same documents as every other group. Each
     resample draws documents once for all groups (paired) and averages each group's runs; with `seeds_too`,
     when some group has several runs, each group's replicates also get the seed noise of its number of runs,
-    from the pooled between-seed variance (see the module's docstring).
+    from the pooled between-seed variance (see the module's docstring), widened for the level `alpha` at which
+    the replicates will be read.
     """
     n_docs = _same_docs(runs)
     rng = np.random.default_rng(seed)
-    pooled = pooled_seed_variance(runs) if seeds_too else {}
+    pooled = pooled_seed_variance(runs, alpha) if seeds_too else {}
     borrowed = np.random.default_rng([seed, 1])
     per_run: dict[str, list[dict[str, list[np.ndarray]]]] = {g: [{} for _ in rs] for g, rs in runs.items()}
     for start in range(0, resamples, CHUNK):
