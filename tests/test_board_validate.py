@@ -211,3 +211,20 @@ def test_submit_needs_one_run_with_its_samples(real_run, tmp_path):
     shutil.copy(results, alone / "results_2026-01-01T00-00-00.000000.json")
     with pytest.raises(UserError, match="holds 2 runs"):
         submit(alone, write_meta(tmp_path, meta()), tmp_path / "board")
+
+
+def test_rescore_brings_an_entry_scored_by_another_scorer_back_to_valid(accepted, capsys):
+    """An entry whose results.json an older scorer wrote fails validation; rescoring recomputes its numbers from its
+    own logged outputs (nothing else changes) and it is valid again."""
+    board = accepted.parent.parent
+    results = json.loads((accepted / "results.json").read_text(encoding="utf-8"))
+    key = next(k for k in results["results"][TASK] if k.startswith("accuracy,"))
+    true_value = results["results"][TASK][key]
+    edit_json(accepted / "results.json", lambda r: r["results"][TASK].update({key: true_value + 0.01}))
+    assert sde(["board", "validate", "--board", str(board)]) == 1
+    capsys.readouterr()
+    assert sde(["board", "rescore", "--board", str(board)]) == 0
+    assert f"{TASK} accuracy" in capsys.readouterr().out
+    assert json.loads((accepted / "results.json").read_text(encoding="utf-8"))["results"][TASK][key] == pytest.approx(
+        true_value, abs=1e-9)
+    assert sde(["board", "validate", "--board", str(board)]) == 0

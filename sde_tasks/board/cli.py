@@ -36,6 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="submission folders")
     validate.set_defaults(handler=_validate)
 
+    rescore = with_board(actions.add_parser(
+        "rescore", help="recompute the submissions' metrics from their logged outputs with this version's scorer "
+        "(after a scoring fix) and update their results.json"))
+    rescore.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="submission folders (default: all)")
+    rescore.set_defaults(handler=_rescore)
+
     schema = actions.add_parser("schema", help="print the JSON Schema of submission.json")
     schema.set_defaults(handler=_schema)
 
@@ -80,6 +86,14 @@ def _validate(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"ok   {path}")
     print(f"{len(report) - bad} valid, {bad} invalid")
     return 1 if bad else 0
+
+
+def _rescore(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_tasks.board.rescore import rescore
+
+    changes = rescore(args.board, args.paths or None)
+    print("\n".join(changes) if changes else "every submission already scores as this version scores it")
+    return 0
 
 
 def _schema(args: argparse.Namespace, extra: list[str]) -> int:
