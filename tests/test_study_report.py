@@ -121,7 +121,8 @@ def test_a_damaged_docstats_file_is_named_not_a_traceback(tmp_path: Path) -> Non
 
 
 
-COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "docs" / "studies").rglob("study.yaml"))
+COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "docs" / "studies").rglob("study.yaml")
+                   if "\ntask: masa\n" not in p.read_text(encoding="utf-8"))  # the extraction studies
 
 
 @pytest.mark.parametrize("study", COMMITTED, ids=[s.name for s in COMMITTED])
