@@ -50,7 +50,7 @@ def replay(study: Path) -> list[dict]:
         summary = summarise(rows, plan, stats, None, rule)
         recommended = summary.best if summary.best not in summary.collapsed else None  # all collapsed: none
         settings = RaceSettings(max_seeds=deepest + 1, rule=rule)
-        state = decide(cells, list(plan.designs), settings, "f1", resamples=RESAMPLES)
+        state = decide(cells, list(plan.designs), settings, summary.metric, resamples=RESAMPLES)
         finalists = state.survivors
         found.append({"study": study.relative_to(REPO).as_posix(), "rule": rule, "recommended": recommended,
                       "finalists": finalists, "same_winner": recommended in finalists or not (recommended or finalists),

@@ -19,6 +19,7 @@ from sde_study.work import claimed, is_locked
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (REPO / "docs" / "studies").rglob("study.yaml"))
 SDE = [sys.executable, "-m", "sde_datagen.cli"]
+ONE_FACTOR = REPO / "docs" / "studies" / "ner-one-factor-smollm2"
 
 
 def sde(*args: str) -> subprocess.CompletedProcess:
@@ -43,7 +44,7 @@ def test_report_on_a_committed_study_keeps_its_results(study: Path, tmp_path: Pa
 
 def test_a_damaged_results_file_is_named_and_left_as_it_is(tmp_path: Path) -> None:
     copy = tmp_path / "study"
-    shutil.copytree(STUDIES[0], copy)
+    shutil.copytree(ONE_FACTOR, copy)
     lines = (copy / RESULTS_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
     lines[2] = lines[2][:40] + "\n"
     (copy / RESULTS_NAME).write_text("".join(lines), encoding="utf-8")
@@ -57,7 +58,7 @@ def test_a_damaged_results_file_is_named_and_left_as_it_is(tmp_path: Path) -> No
 def test_collect_keeps_rows_of_absent_cells_and_adds_new_ones(tmp_path: Path) -> None:
     """Rows whose cell folder is gone stay; a cell finished since is added; nothing is duplicated."""
     copy = tmp_path / "study"
-    shutil.copytree(STUDIES[0], copy)
+    shutil.copytree(ONE_FACTOR, copy)
     plan = require_plan(copy)
     before = (copy / RESULTS_NAME).read_text(encoding="utf-8").splitlines()
     first = plan.items()[0]
