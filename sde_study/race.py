@@ -202,28 +202,42 @@ def settings_of(plan) -> RaceSettings:
     return RaceSettings(**(plan.race or {}))
 
 
-def race_state(root, plan, rule: str | None = None) -> RaceState:
-    """The race of a study folder as its files stand (results.jsonl, docstats.jsonl, each cell's state), under its
-    own rule or `rule`: a folder committed without cells/ continues from its results alone."""
-    from dataclasses import replace
+@dataclass(frozen=True)
+class Folder:
+    """A race folder as its files stand (results.jsonl, docstats.jsonl, each cell's state), read once."""
 
-    from sde_study.results import RESULTS_NAME, headline, item_state, load_doc_stats, read_jsonl_rows, with_degeneracy
+    rows: list[dict[str, Any]]  # tuned rows of the headline task, runaway and collapse completed from samples
+    cells: dict[tuple[str, int], Cell]
+    metric: str
 
-    rows = with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
-    failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
-                if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
-    task = plan.lm_eval_tasks[0]
-    cells = cells_from_rows(rows, load_doc_stats(root), task, failures)
-    settings = settings_of(plan)
-    if rule is not None:
-        settings = replace(settings, rule=rule)
-    tuned = next((r for r in rows if r["kind"] == "tuned"), None)
-    return decide(cells, list(plan.designs), settings, headline(tuned) if tuned else "f1")
+    @classmethod
+    def read(cls, root, plan) -> "Folder":
+        from sde_study.results import RESULTS_NAME, headline, item_state, load_doc_stats, read_jsonl_rows, with_degeneracy
+
+        task = plan.lm_eval_tasks[0]
+        rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
+                if r["kind"] == "tuned" and r["task"] == task]
+        failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
+                    if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
+        return cls(rows, cells_from_rows(rows, load_doc_stats(root), task, failures), headline(rows[0]) if rows else "f1")
+
+    def state(self, plan, rule: str | None = None) -> RaceState:
+        """The race under the plan's own rule or `rule`: a folder committed without cells/ continues from it."""
+        from dataclasses import replace
+
+        settings = settings_of(plan)
+        return decide(self.cells, list(plan.designs), replace(settings, rule=rule or settings.rule), self.metric)
+
+
+def race_state(root, plan) -> RaceState:
+    """The race of a study folder as its files stand."""
+    return Folder.read(root, plan).state(plan)
 
 
 def race_lines(root, plan, short) -> list[str]:
     """REPORT.md's section on a race: the algorithm, its trace, the compute against the grid's, both rules."""
-    state = race_state(root, plan)
+    folder = Folder.read(root, plan)
+    state = folder.state(plan)
     settings = state.settings
     lines = ["## The race", "",
              f"`sde study race` with at most {settings.max_seeds} seeds per design, eliminating by the **{settings.rule}** "
@@ -240,13 +254,13 @@ def race_lines(root, plan, short) -> list[str]:
         left = "; ".join(f"`{short(d)}`: {why}" for d, why in look.left.items()) or "—"
         best = f"`{short(look.best)}` ({look.means[look.best]:.4f})" if look.best else "—"
         lines.append(f"| {look.rung} | {len(look.survivors)} | {best} | {left} | {look.cells} | {look.hours:.2f} |")
-    lines += [""] + compute_lines(state, root, plan)
+    lines += [""] + compute_lines(state, folder.rows, plan)
     lines += [f"**Decision** ({settings.rule} rule): "
               + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
                  if state.decided else f"not decided yet; still in: {', '.join(f'`{short(d)}`' for d in state.survivors)}"
                  f"; next: {', '.join(f'{short(d)} seed {s}' for d, s in state.next_cells)} (rerun the command).")]
     other = "strict" if settings.rule == "paper" else "paper"
-    replayed = race_state(root, plan, other)
+    replayed = folder.state(plan, other)
     lines += ["", f"The same cells raced under the **{other}** rule (a replay: the cells trained are the ones above): "
               f"{replayed.decided or 'not decided'}; finalists {', '.join(f'`{short(d)}`' for d in replayed.survivors)}"
               + (" — the same." if set(replayed.survivors) == set(state.survivors) else
@@ -257,12 +271,8 @@ def race_lines(root, plan, short) -> list[str]:
     return lines
 
 
-def compute_lines(state: RaceState, root, plan) -> list[str]:
+def compute_lines(state: RaceState, rows: list[dict[str, Any]], plan) -> list[str]:
     """Cells and measured hours against the full grid's (its cells at the mean measured cell time)."""
-    from sde_study.results import RESULTS_NAME, read_jsonl_rows, with_degeneracy
-
-    rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
-            if r["kind"] == "tuned" and r["task"] == plan.lm_eval_tasks[0]]
     seconds = [float(r.get("train_seconds", 0) or 0) + float(r.get("eval_seconds", 0) or 0) for r in rows]
     grid = len(plan.designs) * state.settings.max_seeds
     if not seconds:

@@ -146,12 +146,12 @@ def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
     import gzip
 
     from sde_study.evaluate import logged_run
-    from sde_study.work import SAMPLES_DIR
+    from sde_study.work import kept_samples
 
     done = []
     for row in rows:
-        path = root / SAMPLES_DIR / row["design"] / f"seed-{row.get('seed')}" / f"samples_{row.get('task')}.jsonl.gz"
-        if row["kind"] == "tuned" and "runaway_rate" not in row and path.is_file():
+        if row["kind"] == "tuned" and "runaway_rate" not in row and (
+                path := kept_samples(root, row["design"], row.get("seed"), row.get("task"))).is_file():
             samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
             row = {**row, **logged_run(samples, plan.task_spec or plan.task)[1].as_json()}
         done.append(row)

@@ -224,7 +224,12 @@ def keep_samples(root: Path, item: WorkItem, logs: Path) -> None:
     committed without cells/ (adapters are large), and with these anyone can rescore it under another rule."""
     for path in sorted(logs.glob("**/samples_*.jsonl")):
         task = path.stem.removeprefix("samples_").rsplit("_", 1)[0]  # lm-eval names it samples_<task>_<date>
-        write_atomic(root / SAMPLES_DIR / item.id / f"samples_{task}.jsonl.gz", gzip.compress(path.read_bytes(), mtime=0))
+        write_atomic(kept_samples(root, item.design, item.seed, task), gzip.compress(path.read_bytes(), mtime=0))
+
+
+def kept_samples(root: Path, design: str, seed: int | None, task: str) -> Path:
+    """Where a cell's logged samples of one task are kept in the study folder (see keep_samples)."""
+    return root / SAMPLES_DIR / WorkItem("cell", design, seed).id / f"samples_{task}.jsonl.gz"
 
 
 # ----------------------------------------------------------------------------- PE signals of one design
