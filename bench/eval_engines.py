@@ -120,7 +120,7 @@ def engines_main(ner_docs: int, masa_docs: int, max_gen_toks: int, adapter_steps
     import torch
 
     from sde_study.engines import HFEngine, VLLMEngine, same_generation
-    from sde_study.evaluate import logged_samples
+    from sde_tasks.logged import read_run as logged_samples
     from sde_train.models import fetch_model
     from sde_train.threads import free_cores
 

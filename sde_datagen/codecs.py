@@ -11,86 +11,19 @@ import json
 import json.scanner
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple, Protocol
 
 from sde_datagen.design import Design
-from sde_datagen.records import Targets
+from sde_datagen.families import Reader, family_of
+from sde_datagen.parsed import FormatError, Item, Parsed, Targets
 from sde_datagen.spec import TaskSpec
 
-ERROR_KINDS = (
-    "empty",  # nothing but whitespace
-    "unsplittable",  # an item without the key/value separator
-    "invalid_json",  # a line that is not the JSON this design writes
-    "unknown_target",  # a key that names no expected target or type
-    "invalid_label",  # a value that is no label of the task (classification)
-    "duplicate_target",  # the same target twice
-    "missing_target",  # a target absent from a design that lists every target (pu)
-    "missing_rationale",  # a reasoning design's item without its rationale in place
-    "empty_span",  # an empty span in a list of spans (extraction)
-    "runaway",  # a degenerate answer: one item repeated RUNAWAY_REPEATS times or more, or a loop cut off mid-item
-)
 MASK = "\x00"  # stands in for a rationale while an item is split
 # A runaway answer repeats one item this many times (no gold answer of the bundled data repeats one at all, and
 # none of them, in any one-factor design, is taken for a runaway), or ends in this many copies of one unit of
 # text: a loop that the token budget cut, often mid-item.
 RUNAWAY_REPEATS = 5
 LONGEST_LOOP = 200  # characters of the longest repeated unit looked for at an answer's end
-
-
-@dataclass(frozen=True)
-class FormatError:
-    kind: str
-    detail: str
-
-
-@dataclass
-class Parsed:
-    targets: Targets
-    errors: list[FormatError] = field(default_factory=list)
-    # Extraction: (key, span) items whose type names no expected type; scoring counts them as
-    # false positives, as the paper does.
-    stray: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-class _Item(NamedTuple):
-    """One key/value of an output before the task family reads it."""
-
-    key: str
-    value: object  # str for natural/lines, a JSON value for json/heuristic
-
-
-class Reading(NamedTuple):
-    """What a task family reads from an output's items: values per target, the format errors on the way,
-    and (extraction) (key, span) items of unknown types."""
-
-    values: dict
-    errors: list[FormatError]
-    stray: list[tuple[str, str]]
-
-
-class TaskFamily(Protocol):
-    """What a codec needs of a task family (classification: one label per target; extraction: spans per type)."""
-
-    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
-        """(target name, key as written, value) for every target an output lists."""
-
-    def value_text(self, value: object, sep: str) -> str:
-        """A value as natural/lines text."""
-
-    def json_value(self, value: object) -> object:
-        """A value as a JSON value."""
-
-    def read(self, items: list[_Item], soft: bool) -> Reading:
-        """Values per target from an output's items."""
-
-    def fill(self, values: dict) -> Targets:
-        """Every target, absent ones given the family's empty value."""
 
 
 class Codec:
@@ -110,12 +43,8 @@ class Codec:
         # " , " and " ; ", which then never split.
         self._pairs_re = re.compile(r"(?<! )" + re.escape(self.pairs))
         self._soft_kv = tuple(dict.fromkeys((self.kv, self.kv.strip(), "：", ":")))
-        numeric = design.labels == "numeric"
-        if spec.family == "classification":
-            self._family: TaskFamily = _Classification(spec, numeric)
-        else:
-            spans_re = re.compile(r"(?<! )" + re.escape(self.spans_sep))
-            self._family = _Extraction(spec, numeric, spans_re, repeats=design.format == "heuristic")
+        spans_re = re.compile(r"(?<! )" + re.escape(self.spans_sep))
+        self._family: Reader = family_of(spec.family).reader(spec, design.format, design.labels == "numeric", spans_re)
 
     # ---------------------------------------------------------------- render
     def render(self, targets: Targets, rationales: dict[str, str] | None = None) -> str:
@@ -160,7 +89,7 @@ class Codec:
             return Parsed(self._family.fill({}), errors)
         text = text.strip()
         if text == self.empty or (soft and text in (self.spec.empty_answer, "[]")):
-            items: list[_Item] = []
+            items: list[Item] = []
         elif self.design.format in ("json", "heuristic"):
             items = self._json_items(text, errors, soft)
         else:
@@ -177,7 +106,7 @@ class Codec:
                 errors.append(FormatError("missing_target", f"nothing for {', '.join(missing)}"))
         return Parsed(self._family.fill(values), errors, stray)
 
-    def _text_items(self, text: str, errors: list[FormatError], soft: bool) -> list[_Item]:
+    def _text_items(self, text: str, errors: list[FormatError], soft: bool) -> list[Item]:
         if self.reasoning != "none" and self.open in text:
             text = self._mask_rationales(text)
         if self.design.format == "lines":
@@ -226,15 +155,15 @@ class Codec:
         parts.append(text[at:])
         return "".join(parts)
 
-    def _unmask(self, key: str, value: str, errors: list[FormatError]) -> _Item:
+    def _unmask(self, key: str, value: str, errors: list[FormatError]) -> Item:
         if self.reasoning == "none":
-            return _Item(key, value)
+            return Item(key, value)
         placed = value.startswith(MASK) if self.reasoning == "cot" else value.endswith(MASK)
         if not placed or value.count(MASK) != 1:
             errors.append(FormatError("missing_rationale", f"'{key}' has no rationale where the design puts it"))
-        return _Item(key, value.replace(MASK, "").strip())
+        return Item(key, value.replace(MASK, "").strip())
 
-    def _json_items(self, text: str, errors: list[FormatError], soft: bool) -> list[_Item]:
+    def _json_items(self, text: str, errors: list[FormatError], soft: bool) -> list[Item]:
         lines = [line for line in map(str.strip, text.split("\n")) if line]
         if soft and len(lines) == 1 and lines[0].startswith("[["):
             decoded = _loads(lines[0])
@@ -251,14 +180,14 @@ class Codec:
                 if obj == []:
                     continue
                 if isinstance(obj, list) and len(obj) == 2 and all(isinstance(x, (str, int)) for x in obj):
-                    items.append(_Item(str(obj[0]).strip(), [str(obj[1])]))
+                    items.append(Item(str(obj[0]).strip(), [str(obj[1])]))
                     continue
             elif type(obj) is dict and tkey in obj and vkey in obj:
                 key = obj[tkey]
                 if type(key) is str or type(key) is int:
                     if needs_rationale and type(obj.get(rkey)) is not str:
                         errors.append(FormatError("missing_rationale", f"'{key}' has no '{rkey}'"))
-                    items.append(_Item(str(key).strip(), obj[vkey]))
+                    items.append(Item(str(key).strip(), obj[vkey]))
                     continue
             errors.append(FormatError("invalid_json", f"not an item of this design: '{line[:40]}'"))
         return items
@@ -292,138 +221,6 @@ def _loads(line: str) -> object:
     except (StopIteration, ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         return None
     return value if end == len(line) else None
-
-
-class _Classification:
-    """Fixed targets, one label each (MASA)."""
-
-    def __init__(self, spec: TaskSpec, numeric: bool):
-        self.absent = spec.absent_label
-        self.names = spec.target_names
-        self.label_out = {lab.id: (lab.code if numeric else lab.text) for lab in spec.labels}
-        self.label_in = {v: k for k, v in self.label_out.items()}
-        soft: dict[str, str] = {}
-        for lab in spec.labels:
-            for word in (lab.text, lab.code, lab.id, *lab.synonyms):
-                soft.setdefault(word, lab.id)
-        self.label_soft = soft
-        self.keywords = [(t.name, t.keywords or (t.name,)) for t in spec.targets]
-
-    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
-        """(target name, key as written, value) for every target the output lists."""
-        absent = self.absent
-        return [(name, name, targets[name]) for name in self.names if listed or targets[name] != absent]
-
-    def value_text(self, value: object, sep: str) -> str:
-        return self.label_out[value]
-
-    def json_value(self, value: object) -> object:
-        return self.label_out[value]
-
-    def _by_keyword(self, key: str) -> str | None:
-        """Soft parsing: the target whose keyword the key contains (食品 -> 食品评价)."""
-        for name, words in self.keywords:
-            if any(w in key for w in words):
-                return name
-        return None
-
-    def read(self, items: list[_Item], soft: bool) -> Reading:
-        values: dict[str, str] = {}
-        errors: list[FormatError] = []
-        for item in items:
-            key = item.key
-            name = key if key in self.names else None
-            if name is None:
-                errors.append(FormatError("unknown_target", f"'{key[:40]}' is not an expected target"))
-                name = self._by_keyword(key) if soft else None
-                if name is None:
-                    continue
-            if name in values:
-                errors.append(FormatError("duplicate_target", f"'{name}' appears twice"))
-                continue
-            value = item.value if isinstance(item.value, str) else str(item.value)
-            label = self.label_in.get(value)
-            if label is None:
-                errors.append(FormatError("invalid_label", f"'{value[:20]}' is not a label for '{name}'"))
-                if soft:
-                    label = self.label_soft.get(value.strip(" 。.，,；;！!\"'"))
-                if label is None:
-                    label = self.absent
-            values[name] = label
-        return Reading(values, errors, [])
-
-    def fill(self, values: dict[str, str]) -> dict[str, str]:
-        return {name: values.get(name, self.absent) for name in self.names}
-
-
-class _Extraction:
-    """Fixed types, zero or more spans each (ED, NER)."""
-
-    def __init__(self, spec: TaskSpec, numeric: bool, spans_re: re.Pattern, repeats: bool):
-        self.names = spec.target_names
-        self.placeholder = spec.placeholder
-        self.spans_re = spans_re
-        self.repeats = repeats  # heuristic outputs name a type once per span
-        self.key_out = {name: (str(i) if numeric else name) for i, name in enumerate(self.names)}
-        self.key_in = {v: k for k, v in self.key_out.items()}
-        soft: dict[str, str] = {}
-        for i, target in enumerate(spec.targets):
-            for word in (target.name, str(i), *target.keywords):
-                soft.setdefault(_fold(word), target.name)
-        self.key_soft = soft
-
-    def items(self, targets: Targets, listed: bool) -> list[tuple[str, str, object]]:
-        """(type name, key as written: the name or its index, spans) for every type the output lists."""
-        return [(name, self.key_out[name], targets[name]) for name in self.names if listed or targets[name]]
-
-    def value_text(self, value: object, sep: str) -> str:
-        return sep.join(value) if value else self.placeholder
-
-    def json_value(self, value: object) -> object:
-        return value
-
-    def read(self, items: list[_Item], soft: bool) -> Reading:
-        """Spans per type. A model's repeated spans are kept: the paper counts repeats as false positives."""
-        values: dict[str, list[str]] = {}
-        errors: list[FormatError] = []
-        stray: list[tuple[str, str]] = []
-        for item in items:
-            found = self._spans(item.value)
-            if found is None:
-                errors.append(FormatError("invalid_json", f"the spans of '{item.key[:40]}' are not a list of texts"))
-                continue
-            name = self.key_in.get(item.key)
-            if name is None:
-                errors.append(FormatError("unknown_target", f"'{item.key[:40]}' is not an expected type"))
-                name = self.key_soft.get(_fold(item.key)) if soft else None
-                if name is None:
-                    stray.extend((item.key, span) for span in found if span)
-                    continue
-            if name in values and not self.repeats:
-                errors.append(FormatError("duplicate_target", f"'{name}' appears twice"))
-                if not soft:
-                    continue
-            spans = values.setdefault(name, [])
-            for span in found:
-                if span:
-                    spans.append(span)
-                else:
-                    errors.append(FormatError("empty_span", f"an empty span for '{name}'"))
-        return Reading(values, errors, stray)
-
-    def _spans(self, value: object) -> list[str] | None:
-        if isinstance(value, str):
-            return [] if value == self.placeholder else [s.strip() for s in self.spans_re.split(value)]
-        if isinstance(value, list) and all(isinstance(s, str) for s in value):
-            return [s.strip() for s in value]
-        return None
-
-    def fill(self, values: dict[str, list[str]]) -> dict[str, list[str]]:
-        return {name: values.get(name, []) for name in self.names}
-
-
-def _fold(word: str) -> str:
-    return word.strip().lower().replace(" ", "_").replace("-", "_")
 
 
 @lru_cache(maxsize=1024)

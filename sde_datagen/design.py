@@ -9,6 +9,7 @@ import itertools
 from dataclasses import dataclass, fields, replace
 
 from sde_datagen.errors import UserError
+from sde_datagen.families import family_of
 
 # Axis name -> its options, in the order they appear in a variant id. The first option is not a
 # default: every Design names all six.
@@ -62,10 +63,8 @@ class Design:
 
     def problems(self, family: str | None = None) -> list[str]:
         """Why this combination makes no sense (for a task family, when given); empty when valid."""
-        found = []
+        found = family_of(family).design_problems(self.format) if family else []
         if self.format == "heuristic":
-            if family == "classification":
-                found.append("the heuristic format lists extracted (type, span) pairs; a classification task has none")
             if self.unmentioned == "pu":
                 found.append("the heuristic format lists found items only, so it cannot carry placeholders (use ou)")
             if self.reasoning != "none":

@@ -1,7 +1,7 @@
 """Gold records: read JSONL in the task's schema, validate every field, build canonical targets.
 
-Canonical targets are what codecs render and parse: classification -> {target: label id} over the
-task's targets; extraction -> {type: [span, ...]} over its types, spans de-duplicated in order.
+Canonical targets are what codecs render and parse; the task's family reads them from a record
+(classification: {target: label id}; extraction: {type: [span, ...]}, spans de-duplicated in order).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Iterator
 
 from sde_datagen.errors import RecordError, read_user_text
+from sde_datagen.families import family_of
+from sde_datagen.parsed import Targets
 from sde_datagen.spec import TaskSpec
-
-Targets = dict  # classification: dict[str, str]; extraction: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _surrogate_field(value: object, where: str = "") -> str | None:
 def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
     """Every record of a JSONL file; the first bad one stops the run, naming file, line and field."""
     path = Path(path)
-    to_targets = _classification_targets if spec.family == "classification" else _extraction_targets
+    family = family_of(spec.family)
     records, seen = [], {}
     for number, row in read_jsonl(path):
         rid, text = row.get("id"), row.get("text")
@@ -81,46 +81,5 @@ def load_records(spec: TaskSpec, path: str | Path) -> list[GoldRecord]:
         seen[rid] = number
         if not isinstance(text, str) or not text.strip():
             raise RecordError(path, number, "text", "missing or empty")
-        records.append(GoldRecord(rid, text, to_targets(spec, row, text, path, number)))
+        records.append(GoldRecord(rid, text, family.targets(spec, row, text, path, number)))
     return records
-
-
-def _classification_targets(spec: TaskSpec, row: dict, text: str, path: Path, number: int) -> Targets:
-    key = spec.record["labels"]
-    labels = row.get(key)
-    if not isinstance(labels, dict):
-        raise RecordError(path, number, key, "missing or not an object of target -> label")
-    valid = spec.label_ids
-    targets = {}
-    for name in spec.target_names:
-        value = labels.get(name)
-        if not isinstance(value, str) or value not in valid:
-            problem = "missing" if value is None else f"'{value}' is not a label"
-            raise RecordError(path, number, f"{key}.{name}", f"{problem} (labels: {', '.join(valid)})")
-        targets[name] = value
-    return targets
-
-
-def _extraction_targets(spec: TaskSpec, row: dict, text: str, path: Path, number: int) -> Targets:
-    items_key, type_key, span_key = spec.record["items"], spec.record["type"], spec.record["span"]
-    items = row.get(items_key)
-    if not isinstance(items, list):
-        raise RecordError(path, number, items_key, "missing or not a list")
-    targets: dict[str, list[str]] = {name: [] for name in spec.target_names}
-    for i, item in enumerate(items):
-        where = f"{items_key}[{i}]"
-        if not isinstance(item, dict):
-            raise RecordError(path, number, where, "must be an object")
-        kind, span = item.get(type_key), item.get(span_key)
-        if not isinstance(kind, str) or kind not in targets:
-            raise RecordError(path, number, f"{where}.{type_key}", f"'{kind}' is not a type of task {spec.name}")
-        if not isinstance(span, str) or not span.strip():
-            raise RecordError(path, number, f"{where}.{span_key}", "missing or empty")
-        span = span.strip()
-        if "\n" in span:
-            raise RecordError(path, number, f"{where}.{span_key}", "a span cannot contain a line break")
-        if span not in text:
-            raise RecordError(path, number, f"{where}.{span_key}", f"'{span}' does not occur in the text")
-        if span not in targets[kind]:
-            targets[kind].append(span)
-    return targets

@@ -10,7 +10,9 @@ from functools import lru_cache
 
 from sde_datagen.codecs import get_codec
 from sde_datagen.design import Design
-from sde_datagen.records import GoldRecord, Targets
+from sde_datagen.families import family_of
+from sde_datagen.parsed import Targets
+from sde_datagen.records import GoldRecord
 from sde_datagen.spec import TaskSpec
 
 
@@ -36,10 +38,7 @@ def instruction_text(spec: TaskSpec, labels: str, index: int = 0) -> str:
         raise UserError(f"task {spec.name} has instructions 0..{len(spec.instructions) - 1}, not {index}")
     p = spec.punctuation
     numeric = labels == "numeric"
-    if spec.family == "extraction" and numeric:
-        targets = p["list"].join(p["legend"].format(code=i, text=n) for i, n in enumerate(spec.target_names))
-    else:
-        targets = p["list"].join(spec.target_names)
+    targets = family_of(spec.family).target_list(spec, numeric)
     shown = (p["legend"].format(code=lab.code, text=lab.text) if numeric else lab.text for lab in spec.labels)
     return spec.instructions[index].format(targets=targets, labels=p["list"].join(shown))
 

@@ -1,4 +1,4 @@
-"""Task specs: the two task families, declared as data.
+"""Task specs: a task declared as data; its `family` (sde_datagen.families) says what kind of answer it wants.
 
 *classification*: a fixed list of targets, each given one label from a vocabulary (MASA).
 *extraction*: a fixed list of types, each given zero or more text spans (ED, NER).
@@ -10,12 +10,9 @@ from __future__ import annotations
 import difflib
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-import yaml
-
-from sde_datagen.errors import UserError, read_user_text
+from sde_datagen.errors import UserError
 
 PUNCTUATION = {  # per language: key/value, between pairs, between spans, at the end; instruction lists and legends
     "zh": {"kv": "：", "pairs": "，", "spans": "、", "end": "。", "list": "、", "legend": "{code}（{text}）"},
@@ -72,161 +69,172 @@ class TaskSpec:
         return tuple(label.id for label in self.labels)
 
 
-def load_spec_yaml(path: str | Path, domain: str | None = None) -> TaskSpec:
-    path = Path(path)
-    text = read_user_text(path, "task spec", "--task-spec takes a YAML file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-    return spec_from_dict(data, domain, source=str(path))
+def spec_from_dict(data: Any, families: Mapping[str, Any], domain: str | None = None, source: str = "<spec>") -> TaskSpec:
+    """Validate a task declaration and select a domain's targets; errors name the source and field.
 
-
-def spec_from_dict(data: Any, domain: str | None = None, source: str = "<spec>") -> TaskSpec:
-    """Validate a task declaration and select a domain's targets; errors name the source and field."""
-
-    def fail(path: str, message: str) -> UserError:
-        return UserError(f"{source}: field '{path}': {message}")
-
-    def get(container: Any, key: str, path: str, kind: str, default: Any = _MISSING) -> Any:
-        if not isinstance(container, dict):
-            raise fail(path.rsplit(".", 1)[0], "must be a mapping")
-        if key not in container:
-            if default is _MISSING:
-                raise fail(path, "missing")
-            return default
-        value = container[key]
-        if not _KINDS[kind](value):
-            raise fail(path, f"must be {kind}, not {value!r}")
-        return value
-
-    def keys(container: Any, allowed: tuple[str, ...], path: str) -> None:
-        """A misspelled key would otherwise be ignored silently, and its default used."""
-        if not isinstance(container, dict):
-            raise fail(path or "(top level)", "must be a mapping")
-        for key in container:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
-                raise fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
-
-    def texts(key: str, defaults: dict[str, str], placeholders: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
-        """A mapping of texts over `defaults` (its keys are the allowed ones), placeholders checked."""
-        given = get(data, key, key, "a mapping", {})
-        keys(given, tuple(defaults), key)
-        for name, value in given.items():
-            if not isinstance(value, str):
-                raise fail(f"{key}.{name}", f"must be text, not {value!r}")
-        merged = {**defaults, **given}
-        for name, allowed in (placeholders or {}).items():
-            _check_placeholders(merged[name], allowed, lambda msg: fail(f"{key}.{name}", msg))
-        return merged
-
+    `families` (sde_datagen.families.FAMILIES) are the known families: each checks the spec's labels, and gives
+    the default names of the record fields that hold an answer."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: a task spec must be a mapping of fields")
-    keys(data, _SPEC_KEYS, "")
-    name = get(data, "name", "name", "text")
+    fields = _Fields(data, source)
+    fields.keys(data, _SPEC_KEYS, "")
+    name = fields.get(data, "name", "name", "text")
     if not name.strip():
-        raise fail("name", "must not be empty")
-    family = get(data, "family", "family", "text")
-    if family not in ("classification", "extraction"):
-        raise fail("family", f"must be classification or extraction, not '{family}'")
-    language = get(data, "language", "language", "text", "en")
+        raise fields.fail("name", "must not be empty")
+    family_name = fields.get(data, "family", "family", "text")
+    if family_name not in families:
+        raise fields.fail("family", f"must be {' or '.join(families)}, not '{family_name}'")
+    family = families[family_name]
+    language = fields.get(data, "language", "language", "text", "en")
     if language not in PUNCTUATION:
-        raise fail("language", f"unknown language '{language}' (known: {', '.join(PUNCTUATION)})")
-    declared = get(data, "targets", "targets", "a list")
-    if not declared:
-        raise fail("targets", "give at least one target")
-    known = []
-    for i, t in enumerate(declared):
-        keys(t, ("name", "keywords", "cues"), f"targets[{i}]")
-        target = Target(
-            name=get(t, "name", f"targets[{i}].name", "text"),
-            keywords=tuple(get(t, "keywords", f"targets[{i}].keywords", "a list of texts", [])),
-            cues=tuple(get(t, "cues", f"targets[{i}].cues", "a list of texts", [])),
-        )
-        if not target.name.strip():
-            raise fail(f"targets[{i}].name", "must not be empty")
-        known.append(target)
-    names = [t.name for t in known]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise fail("targets", f"names repeat: {', '.join(repeated)}")
-    domains = get(data, "domains", "domains", "a mapping", {})
-    for key in domains:
-        listed = get(domains, key, f"domains.{key}", "a list of texts")
-        missing = [n for n in listed if n not in names]
-        if missing:
-            raise fail(f"domains.{key}", f"unknown targets {missing}")
-        if not listed:
-            raise fail(f"domains.{key}", "give at least one target")
-    domain = domain or get(data, "default_domain", "default_domain", "text", next(iter(domains), "all"))
-    if domain == "all":
-        selected = [n for n in names if not _only_in_alternative_domains(n, domains)]
-    elif domain in domains:
-        selected = domains[domain]
-    else:
-        raise UserError(f"{source}: task '{name}' has no domain '{domain}' (domains: {', '.join([*domains, 'all'])})")
-    labels = []
-    for i, lab in enumerate(get(data, "labels", "labels", "a list", [])):
-        keys(lab, ("id", "text", "code", "synonyms"), f"labels[{i}]")
-        label = Label(
-            id=get(lab, "id", f"labels[{i}].id", "text"),
-            text=get(lab, "text", f"labels[{i}].text", "text"),
-            code=str(get(lab, "code", f"labels[{i}].code", "text or a number")),
-            synonyms=tuple(get(lab, "synonyms", f"labels[{i}].synonyms", "a list of texts", [])),
-        )
-        for part in ("id", "text", "code"):
-            value = getattr(label, part)
-            if not value.strip():
-                raise fail(f"labels[{i}].{part}", "must not be empty")
-            earlier = next((j for j, other in enumerate(labels) if getattr(other, part) == value), None)
-            if earlier is not None:
-                raise fail(f"labels[{i}].{part}", f"'{value}' repeats labels[{earlier}].{part}")
-        labels.append(label)
-    absent = get(data, "absent_label", "absent_label", "text", "")
-    if family == "classification":
-        if not labels:
-            raise fail("labels", "a classification task needs labels")
-        if absent not in {lab.id for lab in labels}:
-            raise fail("absent_label", f"'{absent}' is not one of the label ids")
-    instructions = tuple(get(data, "instructions", "instructions", "a list of texts"))
+        raise fields.fail("language", f"unknown language '{language}' (known: {', '.join(PUNCTUATION)})")
+    known = _targets(fields)
+    domain, selected = _domain_targets(fields, name, [t.name for t in known], domain)
+    labels = _labels(fields)
+    absent = fields.get(data, "absent_label", "absent_label", "text", "")
+    family.check_spec(labels, absent, fields.fail)
+    instructions = tuple(fields.get(data, "instructions", "instructions", "a list of texts"))
     if not instructions:
-        raise fail("instructions", "give at least one instruction")
+        raise fields.fail("instructions", "give at least one instruction")
     for i, text in enumerate(instructions):
-        _check_placeholders(text, ("targets", "labels"), lambda msg, i=i: fail(f"instructions[{i}]", msg))
-    default_record = {"labels": "labels"} if family == "classification" else {"items": "items", "type": "type", "span": "text"}
-    record = texts("record", default_record)
+        _check_placeholders(text, ("targets", "labels"), lambda msg, i=i: fields.fail(f"instructions[{i}]", msg))
+    record = fields.texts("record", family.record_fields)
     for key, value in record.items():
         if not value.strip():
-            raise fail(f"record.{key}", "must not be empty")
-    rationale = texts("rationale", {**RATIONALE[language], "context": "clause"},
-                      {"absent": ("target",), "fallback": ("target",)})
+            raise fields.fail(f"record.{key}", "must not be empty")
+    rationale = fields.texts("rationale", {**RATIONALE[language], "context": "clause"},
+                             {"absent": ("target",), "fallback": ("target",)})
     if rationale["context"] not in ("clause", "window"):
-        raise fail("rationale.context", f"must be clause or window, not '{rationale['context']}'")
+        raise fields.fail("rationale.context", f"must be clause or window, not '{rationale['context']}'")
     table = {t.name: t for t in known}
     return TaskSpec(
         name=name,
-        family=family,
+        family=family_name,
         language=language,
         targets=tuple(table[n] for n in selected),
         known_targets=tuple(known),
         instructions=instructions,
-        input_prefix=get(data, "input_prefix", "input_prefix", "text", ""),
-        punctuation=texts("punctuation", PUNCTUATION[language], {"legend": ("code", "text")}),
-        json_keys=texts("json_keys", {"target": "target", "value": "value", "rationale": "rationale"}),
+        input_prefix=fields.get(data, "input_prefix", "input_prefix", "text", ""),
+        punctuation=fields.texts("punctuation", PUNCTUATION[language], {"legend": ("code", "text")}),
+        json_keys=fields.texts("json_keys", {"target": "target", "value": "value", "rationale": "rationale"}),
         rationale=rationale,
         record=record,
-        splits=texts("splits", {"train": "train", "validation": "valid", "test": "test"}),
-        card={k: v for k, v in texts("card", _CARD_FIELDS).items() if v is not None},
+        splits=fields.texts("splits", {"train": "train", "validation": "valid", "test": "test"}),
+        card={k: v for k, v in fields.texts("card", _CARD_FIELDS).items() if v is not None},
         labels=tuple(labels),
         absent_label=absent,
-        placeholder=get(data, "placeholder", "placeholder", "text", "NONE"),
-        empty_answer=get(data, "empty_answer", "empty_answer", "text", "NONE"),
+        placeholder=fields.get(data, "placeholder", "placeholder", "text", "NONE"),
+        empty_answer=fields.get(data, "empty_answer", "empty_answer", "text", "NONE"),
         domain=domain,
     )
+
+
+class _Fields:
+    """Typed access to a spec's fields; every error names the source and the field's path."""
+
+    def __init__(self, data: dict, source: str):
+        self.data, self.source = data, source
+
+    def fail(self, path: str, message: str) -> UserError:
+        return UserError(f"{self.source}: field '{path}': {message}")
+
+    def get(self, container: Any, key: str, path: str, kind: str, default: Any = None) -> Any:
+        """container[key], of the `kind` named; `default` when absent, or an error when no default is given."""
+        if not isinstance(container, dict):
+            raise self.fail(path.rsplit(".", 1)[0], "must be a mapping")
+        if key not in container:
+            if default is None:
+                raise self.fail(path, "missing")
+            return default
+        value = container[key]
+        if not _KINDS[kind](value):
+            raise self.fail(path, f"must be {kind}, not {value!r}")
+        return value
+
+    def keys(self, container: Any, allowed: tuple[str, ...], path: str) -> None:
+        """A misspelled key would otherwise be ignored silently, and its default used."""
+        if not isinstance(container, dict):
+            raise self.fail(path or "(top level)", "must be a mapping")
+        for key in container:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
+                raise self.fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
+
+    def texts(self, key: str, defaults: dict, placeholders: dict[str, tuple[str, ...]] | None = None) -> dict:
+        """A mapping of texts over `defaults` (its keys are the allowed ones), placeholders checked."""
+        given = self.get(self.data, key, key, "a mapping", {})
+        self.keys(given, tuple(defaults), key)
+        for name, value in given.items():
+            if not isinstance(value, str):
+                raise self.fail(f"{key}.{name}", f"must be text, not {value!r}")
+        merged = {**defaults, **given}
+        for name, allowed in (placeholders or {}).items():
+            _check_placeholders(merged[name], allowed, lambda msg, name=name: self.fail(f"{key}.{name}", msg))
+        return merged
+
+
+def _targets(fields: _Fields) -> list[Target]:
+    """Every declared target, names unique and non-empty."""
+    declared = fields.get(fields.data, "targets", "targets", "a list")
+    if not declared:
+        raise fields.fail("targets", "give at least one target")
+    known = []
+    for i, t in enumerate(declared):
+        fields.keys(t, ("name", "keywords", "cues"), f"targets[{i}]")
+        target = Target(
+            name=fields.get(t, "name", f"targets[{i}].name", "text"),
+            keywords=tuple(fields.get(t, "keywords", f"targets[{i}].keywords", "a list of texts", [])),
+            cues=tuple(fields.get(t, "cues", f"targets[{i}].cues", "a list of texts", [])),
+        )
+        if not target.name.strip():
+            raise fields.fail(f"targets[{i}].name", "must not be empty")
+        known.append(target)
+    names = [t.name for t in known]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise fields.fail("targets", f"names repeat: {', '.join(repeated)}")
+    return known
+
+
+def _domain_targets(fields: _Fields, name: str, names: list[str], domain: str | None) -> tuple[str, list[str]]:
+    """The domain chosen (the given one, else the spec's default) and the names of its targets."""
+    domains = fields.get(fields.data, "domains", "domains", "a mapping", {})
+    for key in domains:
+        listed = fields.get(domains, key, f"domains.{key}", "a list of texts")
+        missing = [n for n in listed if n not in names]
+        if missing:
+            raise fields.fail(f"domains.{key}", f"unknown targets {missing}")
+        if not listed:
+            raise fields.fail(f"domains.{key}", "give at least one target")
+    domain = domain or fields.get(fields.data, "default_domain", "default_domain", "text", next(iter(domains), "all"))
+    if domain == "all":
+        return domain, [n for n in names if not _only_in_alternative_domains(n, domains)]
+    if domain in domains:
+        return domain, domains[domain]
+    raise UserError(f"{fields.source}: task '{name}' has no domain '{domain}' (domains: {', '.join([*domains, 'all'])})")
+
+
+def _labels(fields: _Fields) -> list[Label]:
+    """Every declared label; ids, texts and codes each unique and non-empty."""
+    labels: list[Label] = []
+    for i, lab in enumerate(fields.get(fields.data, "labels", "labels", "a list", [])):
+        fields.keys(lab, ("id", "text", "code", "synonyms"), f"labels[{i}]")
+        label = Label(
+            id=fields.get(lab, "id", f"labels[{i}].id", "text"),
+            text=fields.get(lab, "text", f"labels[{i}].text", "text"),
+            code=str(fields.get(lab, "code", f"labels[{i}].code", "text or a number")),
+            synonyms=tuple(fields.get(lab, "synonyms", f"labels[{i}].synonyms", "a list of texts", [])),
+        )
+        for part in ("id", "text", "code"):
+            value = getattr(label, part)
+            if not value.strip():
+                raise fields.fail(f"labels[{i}].{part}", "must not be empty")
+            earlier = next((j for j, other in enumerate(labels) if getattr(other, part) == value), None)
+            if earlier is not None:
+                raise fields.fail(f"labels[{i}].{part}", f"'{value}' repeats labels[{earlier}].{part}")
+        labels.append(label)
+    return labels
 
 
 def _check_placeholders(text: str, allowed: tuple[str, ...], fail) -> None:
@@ -252,7 +260,6 @@ _SPEC_KEYS = (
     "input_prefix", "punctuation", "json_keys", "rationale", "record", "splits", "card", "placeholder", "empty_answer",
 )
 _CARD_FIELDS: dict = dict.fromkeys(("pretty_name", "language", "license", "license_note", "citation"))  # no defaults
-_MISSING = object()
 _KINDS = {
     "text": lambda v: isinstance(v, str),
     "text or a number": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import UserError
+from sde_datagen.tasks import BUILTIN
 from sde_study.engines import ENGINES  # standard library only: the CLI stays light
 
 RULES = ("paper", "strict")  # sde_tasks.scoring.RULES, which imports more than the CLI needs to start
@@ -59,7 +60,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     training settings and executor (each command adds how it chooses seeds)."""
     parser.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
+    which.add_argument("--task", choices=BUILTIN, help="a built-in task")
     which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (needs --data)")
     parser.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
     parser.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
@@ -156,18 +157,15 @@ def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "icl_shots" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'icl_shots' else 1}")
-    from sde_datagen.tasks import load_task
+    from sde_datagen.tasks import get_task
 
-    spec = load_task(args.task_spec or args.task)
+    task = get_task(args.task_spec or args.task)
+    spec = task.spec()
     designs, seeds = resolve_plan_designs(args.designs, spec.family), _seeds(args.seeds)
     train = train_settings(args.train_config, args.max_steps)
-    user_tasks = None
-    if args.task_spec:
-        from sde_tasks.make_task import domain_pair, task_names
-
-        user_tasks = task_names(spec.name, domain_pair(Path(args.task_spec))[1] is not None)
+    user_tasks = None if task.builtin else list(task.lm_eval_tasks)
     return Plan(model=args.model, task=spec.name if args.task_spec else args.task, designs=designs, seeds=seeds,
-                train_size=train_size(args, spec), task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
+                train_size=train_size(args, task), task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
                 data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
                 eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
                 train=train, analysis=args.analysis, icl_shots=args.icl_shots, ppl_samples=args.ppl_samples,
@@ -185,14 +183,13 @@ def check_model(model: str) -> None:
                         "or give a Hub id ORG/NAME)")
 
 
-def train_size(args: argparse.Namespace, spec) -> int:
+def train_size(args: argparse.Namespace, task) -> int:
     """--train-size checked against the records of the train split (each record read and validated now); by
     default the paper's 500, or all of them when there are fewer (said in one line)."""
-    from sde_datagen.data import bundled_dir
     from sde_datagen.export import read_splits
 
     wanted = ("train", "test") if args.task_spec else ("train",)
-    splits = read_splits(spec, Path(args.data) if args.data else bundled_dir(args.task), None, wanted=wanted)
+    splits = read_splits(task.spec(), Path(args.data) if args.data else task.data_folder, None, wanted=wanted)
     available = len(splits[0].records)
     if args.train_size is not None and args.train_size > available:
         raise UserError(f"--train-size {args.train_size}: {splits[0].path} has only {available} records")

@@ -18,11 +18,12 @@ import os
 import shlex
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator, Protocol
 
 from sde_datagen.errors import UserError
 
-ENGINES = ("auto", "vllm", "hf")
+ENGINE_NAMES = ("vllm", "hf")  # what a plan records: the engine that generated its outputs
+ENGINES = ("auto", *ENGINE_NAMES)  # what --engine takes: auto is vllm where it imports, else hf
 # vLLM's KV cache on a CPU (GiB) unless VLLM_CPU_KVCACHE_SPACE says otherwise: ~80k tokens of SmolLM2 in fp32.
 CPU_KV_CACHE_GIB = 4
 INSTALL_HINT = "make install-vllm (CPU) or pip install 'sde-kit[vllm]' (GPU)"
@@ -77,6 +78,25 @@ def model_dtype(path: str) -> str:
 
     dtype = getattr(AutoConfig.from_pretrained(path), "dtype", None)
     return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
+class Engine(Protocol):
+    """What a study evaluates with: one base model per worker, each cell's adapter swapped in."""
+
+    name: str  # lm-eval's --model
+
+    @property
+    def model(self) -> Any:
+        """The untuned base model in transformers, for the perplexity signals (they need every prompt token's logits)."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def lm(self, adapter: Path | None) -> ContextManager[Any]:
+        """An lm-eval LM of the base model with the adapter at `adapter` (None: untuned)."""
+
+    def model_args(self, adapter: Path | None) -> str:
+        """lm-eval's --model_args that load the same model and adapter."""
 
 
 def lora_rank(adapters_r: int) -> int:
@@ -194,7 +214,7 @@ class VLLMEngine:
         return args + (f",lora_local_path={adapter},max_lora_rank={self.max_lora_rank}" if adapter else "")
 
 
-def make_engine(name: str, path: str, batch_size: int, max_lora_rank: int) -> HFEngine | VLLMEngine:
+def make_engine(name: str, path: str, batch_size: int, max_lora_rank: int) -> Engine:
     """The engine `name` for the base model at `path` (a local folder is named by its absolute path)."""
     if Path(path).expanduser().is_dir():
         path = str(Path(path).expanduser().resolve())

@@ -5,13 +5,13 @@ into a temp folder renamed into place when complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sde_datagen.tasks import Task
 from sde_files import atomic_folder
 from sde_tasks.docstats import DocStats
 
@@ -30,10 +30,10 @@ class Evaluation:
 def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
                 chat_template: bool, limit: int | None, num_fewshot: int | None = None,
                 include_path: str | None = None, max_gen_toks: int | None = None,
-                task: str | None = None) -> Evaluation:
+                task: Task | None = None) -> Evaluation:
     """Evaluate the lm-eval LM `lm` as the lm_eval CLI would, writing its output files into `out` (replaced atomically).
 
-    `task`: the sde task (a built-in name or a spec's path; default: the one each document names), which gives the
+    `task`: the study's task (default: the one each document names), which gives the
     per-document statistics their label order and the outputs their parser for `runaway_rate` and `collapsed`.
     """
     from lm_eval import simple_evaluate
@@ -63,26 +63,22 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
     return Evaluation(scores, {name: runs[name][0] for name in tasks}, seconds, out)
 
 
-def logged_samples(folder: Path) -> list[dict[str, Any]]:
-    """The samples lm-eval logged in `folder` (every task), in document order."""
-    rows = [json.loads(line) for path in sorted(folder.glob("**/samples_*.jsonl"))
-            for line in path.read_text(encoding="utf-8").splitlines()]
-    return sorted(rows, key=lambda r: r["doc_id"])
+def generated(folder: Path) -> list[str | None]:
+    """The answers of the lm-eval run logged in `folder`, in document order."""
+    from sde_tasks.logged import answer, read_run
+
+    return [answer(r) for r in read_run(folder)]
 
 
-def generated(folder: Path) -> list[str]:
-    """The strings the model generated in the lm-eval run logged in `folder`, in document order."""
-    return [r["resps"][0][0] for r in logged_samples(folder)]
-
-
-def logged_run(samples: list[dict[str, Any]], task: str | None = None):
+def logged_run(samples: list[dict[str, Any]], task: Task | None = None):
     """One task's run from the samples lm-eval logged, in document order: the per-document statistics of the items
     it logged beside each output, and how degenerate the outputs are (sde_tasks.scoring.Degeneracy)."""
-    from sde_tasks.scoring import doc_stats, logged_degeneracy, task_spec
+    from sde_datagen.tasks import get_task
+    from sde_tasks.scoring import doc_stats, logged_degeneracy
 
     ordered = sorted(samples, key=lambda s: s["doc_id"])
     doc = ordered[0]["doc"]
-    spec = task_spec(task or doc["task"], doc.get("domain") or None)
+    spec = (task or get_task(doc["task"])).spec(doc.get("domain") or None)
     return doc_stats(ordered, spec), logged_degeneracy(ordered, spec)
 
 

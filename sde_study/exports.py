@@ -11,22 +11,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sde_datagen.design import Design
-from sde_datagen.spec import TaskSpec
 from sde_study.plan import Plan
 
 DATA_DIR = "data"
-
-
-def load_spec(plan: Plan) -> TaskSpec:
-    from sde_datagen.tasks import load_task
-
-    return load_task(plan.task_spec or plan.task)
-
-
-def data_folder(plan: Plan) -> Path:
-    from sde_datagen.data import bundled_dir
-
-    return Path(plan.data) if plan.data else bundled_dir(plan.task)
 
 
 def export_dir(root: Path, design: str) -> Path:
@@ -40,7 +27,7 @@ def ensure_task_folder(plan: Plan, root: Path) -> None:
     if plan.task_spec and not (root / TASKS_DIR).is_dir():
         from sde_tasks.make_task import write_task_folder
 
-        write_task_folder(plan.task_spec, data_folder(plan), root / TASKS_DIR)
+        write_task_folder(plan.task_spec, plan.data_folder, root / TASKS_DIR)
 
 
 def ensure_exports(plan: Plan, root: Path) -> None:
@@ -52,8 +39,8 @@ def ensure_exports(plan: Plan, root: Path) -> None:
     missing = [d for d in plan.designs if not (export_dir(root, d) / "README.md").is_file()]
     if not missing:
         return
-    spec = load_spec(plan)
-    splits = read_splits(spec, data_folder(plan), plan.train_size, plan.data_seed, wanted=("train",))
+    spec = plan.resolved_task().spec()
+    splits = read_splits(spec, plan.data_folder, plan.train_size, plan.data_seed, wanted=("train",))
     note = (f"Train split: {plan.train_size} records sampled with seed {plan.data_seed}." if plan.train_size else "")
     for design in tqdm(missing, desc="export", unit="design"):
         export_dataset(spec, [Design.from_id(design)], splits, export_dir(root, design), note=note)

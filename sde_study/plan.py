@@ -17,11 +17,17 @@ import yaml
 
 from sde_datagen.design import Design, design_axes, resolve_designs
 from sde_datagen.errors import UserError
+from sde_datagen.tasks import Task, get_task
 from sde_files import write_atomic
+from sde_study.engines import ENGINE_NAMES
+from sde_train.config import shown
 
 PLAN_NAME = "study.yaml"
 TASKS_DIR = "tasks"
-LM_EVAL_TASKS = {"masa": ("sde_masa_id", "sde_masa_ood"), "ed": ("sde_ed",), "ner": ("sde_ner",)}
+SAMPLES_DIR = "samples"  # each tuned cell's logged samples, compressed: committed with the study
+# What an item's folder holds: the adapter and the lm-eval output of its evaluation (a cell), its training summary,
+# its result and state, and the lock of the worker that runs it.
+ADAPTER, EVAL, TRAINED, RESULT, STATE, LOCK = "adapter", "eval", "train.json", "result.json", "state.json", "worker.lock"
 # Training settings the study itself decides per cell; a --train-config may not set them.
 CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "overwrite", "push_to_hub",
                  "private", "split")
@@ -58,9 +64,18 @@ class Plan:
         """How many test documents the PE signals score: the untuned model rambles, so they may use fewer."""
         return self.signal_limit if self.signal_limit is not None else self.eval_limit
 
+    def resolved_task(self) -> Task:
+        """The study's task, resolved once per process (and again when a user's spec file changes)."""
+        return get_task(self.task_spec or self.task)
+
+    @property
+    def data_folder(self) -> Path:
+        """Where the task's <split>.jsonl files are: --data, else the built-in task's bundled data."""
+        return Path(self.data) if self.data else self.resolved_task().data_folder
+
     @property
     def lm_eval_tasks(self) -> tuple[str, ...]:
-        return tuple(self.user_tasks) if self.user_tasks else LM_EVAL_TASKS[self.task]
+        return tuple(self.user_tasks) if self.user_tasks else self.resolved_task().lm_eval_tasks
 
     def include_path(self, root: Path) -> str | None:
         """The lm-eval task folder of a user's task; None for the built-in task pack."""
@@ -115,9 +130,9 @@ class Plan:
         for name, value in data.items():
             problem = _type_problem(value, hints[name])
             if problem:
-                raise UserError(f"{source}: field '{name}': expected {problem}, got {_shown(value)}")
-        if data.get("engine", "hf") not in ("hf", "vllm"):
-            raise UserError(f"{source}: field 'engine': expected hf or vllm, got {_shown(data['engine'])}")
+                raise UserError(f"{source}: field '{name}': expected {problem}, got {shown(value)}")
+        if data.get("engine", "hf") not in ENGINE_NAMES:
+            raise UserError(f"{source}: field 'engine': expected {' or '.join(ENGINE_NAMES)}, got {shown(data['engine'])}")
         try:
             return cls(**data)
         except TypeError as err:
@@ -247,8 +262,3 @@ def _is(value: Any, kind: type) -> bool:
 
 def _type_words(kind: Any) -> str:
     return {str: "text", int: "a whole number", bool: "true or false"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -219,7 +219,7 @@ class Folder:
                 if r["kind"] == "tuned" and r["task"] == task]
         failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
                     if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
-        return cls(rows, cells_from_rows(rows, load_doc_stats(root), task, failures), headline(rows[0]) if rows else "f1")
+        return cls(rows, cells_from_rows(rows, load_doc_stats(root), task, failures), headline(rows[0]) if rows else plan.resolved_task().family.primary)
 
     def state(self, plan, rule: str | None = None) -> RaceState:
         """The race under the plan's own rule or `rule`: a folder committed without cells/ continues from it."""

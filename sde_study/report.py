@@ -481,14 +481,9 @@ def command_lines(rows: list[dict]) -> list[str]:
 
 def test_set_size(plan: Plan) -> int | None:
     """How many documents the task's test split holds (None where it cannot be read)."""
-    from sde_datagen.data import bundled_dir
-    from sde_tasks.scoring import task_spec
-
-    spec = task_spec(plan.task_spec or plan.task)
-    folder = Path(plan.data) if plan.data else (bundled_dir(plan.task) if not plan.task_spec else None)
-    path = folder / f"{spec.splits['test']}.jsonl" if folder else None
+    path = plan.data_folder / f"{plan.resolved_task().spec().splits['test']}.jsonl"
     try:
-        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path else None
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     except OSError:
         return None
 

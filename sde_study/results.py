@@ -7,7 +7,8 @@ from typing import Any
 
 from sde_files import write_atomic
 from sde_study.plan import Plan, WorkItem
-from sde_study.work import RESULT, STATE, is_locked
+from sde_study.plan import EVAL, RESULT, STATE
+from sde_study.work import is_locked
 
 RESULTS_NAME = "results.jsonl"
 DOC_STATS_NAME = "docstats.jsonl"  # per-document statistics of every evaluated row: the report's intervals
@@ -95,16 +96,15 @@ def _rewrite_if_changed(path: Path, before: list[dict], after: list[dict], line)
 def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
     """Per-document statistics of an item finished before results kept them, from its logged samples."""
     from sde_study.evaluate import logged_run
+    from sde_tasks.logged import read_run
     from sde_study.work import stats_entry
 
     found = []
     for row in rows:
-        where = folder / ("eval" if row["kind"] == "tuned" else row.get("signal", ""))
-        samples = sorted(where.glob(f"**/samples_{row['task']}_*.jsonl")) if "task" in row else []
+        where = folder / (EVAL if row["kind"] == "tuned" else row.get("signal", ""))
+        samples = read_run(where, row["task"]) if "task" in row else []
         if samples:
-            lines = samples[-1].read_text(encoding="utf-8").splitlines()
-            samples = [json.loads(line) for line in lines if line]
-            found.append(stats_entry(row, logged_run(samples, plan.task_spec or plan.task)[0]))
+            found.append(stats_entry(row, logged_run(samples, plan.resolved_task())[0]))
     return found
 
 
@@ -136,8 +136,10 @@ def load_doc_stats(root: Path) -> dict[tuple, Any]:
 
 
 def headline(row: dict[str, Any]) -> str:
-    """The metric a study ranks designs by: kappa (classification) or f1 (extraction)."""
-    return "kappa" if "kappa" in row else "f1"
+    """The metric a study ranks designs by: the primary metric of the family whose metrics the row holds."""
+    from sde_datagen.families import FAMILIES
+
+    return next(family.primary for family in FAMILIES.values() if family.primary in row)
 
 
 def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
@@ -153,7 +155,7 @@ def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
         if row["kind"] == "tuned" and "runaway_rate" not in row and (
                 path := kept_samples(root, row["design"], row.get("seed"), row.get("task"))).is_file():
             samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
-            row = {**row, **logged_run(samples, plan.task_spec or plan.task)[1].as_json()}
+            row = {**row, **logged_run(samples, plan.resolved_task())[1].as_json()}
         done.append(row)
     return done
 

@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sde_study.plan import Plan
+from sde_study.plan import ADAPTER, EVAL, TRAINED, Plan
 from sde_study.work import is_done
 
 
@@ -50,8 +50,8 @@ def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None, bas
             lines.append(f"{item.id}: refused: evaluated on the first {plan.eval_limit} test documents "
                          "(--eval-limit); the board accepts full test sets only")
             continue
-        adapter = item.folder(root) / "adapter"
-        trained = json.loads((item.folder(root) / "train.json").read_text(encoding="utf-8"))
+        adapter = item.folder(root) / ADAPTER
+        trained = json.loads((item.folder(root) / TRAINED).read_text(encoding="utf-8"))
         meta = {"schema_version": 1, "base_model": {"id": base_name or plan.model, "revision": revision},
                 "adapter": {"id": str(adapter), "revision": file_hash([adapter / "adapter_model.safetensors"]),
                             "command": plan.cell_command(item.design, item.seed, f"{plan.task}-{item.design}-seed-{item.seed}")},
@@ -63,6 +63,6 @@ def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None, bas
         with tempfile.TemporaryDirectory() as tmp:
             meta_path = Path(tmp) / "meta.json"
             meta_path.write_text(json.dumps(meta), encoding="utf-8")
-            path, failures = submit(item.folder(root) / "eval", meta_path, board)
+            path, failures = submit(item.folder(root) / EVAL, meta_path, board)
         lines.append(f"{item.id}: added {path}" if path else f"{item.id}: rejected: " + "; ".join(failures))
     return lines

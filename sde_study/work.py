@@ -22,13 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sde_files import write_atomic
-from sde_study.plan import Plan, WorkItem, require_plan
+from sde_study.plan import ADAPTER, EVAL, LOCK, RESULT, SAMPLES_DIR, STATE, TRAINED, Plan, WorkItem, require_plan
 
-RESULT = "result.json"
-STATE = "state.json"
-LOCK = "worker.lock"  # held by the worker that runs the item
-TRAINED = "train.json"
-SAMPLES_DIR = "samples"  # each tuned cell's logged samples, compressed: committed with the study
 
 
 def item_by_id(plan: Plan, item_id: str) -> WorkItem:
@@ -132,7 +127,7 @@ def train_settings(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
     from sde_study.exports import export_dir
 
     return {**plan.train, "model": plan.model, "dataset": str(export_dir(root, item.design)),
-            "config": item.design, "output": str(item.folder(root) / "adapter"), "seed": item.seed,
+            "config": item.design, "output": str(item.folder(root) / ADAPTER), "seed": item.seed,
             "chat_template": plan.chat_template, "resume": True}
 
 
@@ -178,7 +173,7 @@ def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, 
     settings = dict(chat_template=plan.chat_template, limit=limit, num_fewshot=num_fewshot,
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
     with engine.lm(adapter) as lm:
-        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, task=plan.task_spec or plan.task,
+        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, task=plan.resolved_task(),
                             **settings)
     # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
     command = lm_eval_command(engine.name, engine.model_args(adapter and inside(adapter, root)), plan.lm_eval_tasks,
@@ -210,7 +205,7 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
         kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
-    found, command = evaluate(root, plan, item.design, engine, folder / "adapter", folder / "eval")
+    found, command = evaluate(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL)
     keep_samples(root, item, found.logs)
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
@@ -222,14 +217,18 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
 def keep_samples(root: Path, item: WorkItem, logs: Path) -> None:
     """The cell's logged samples, gzip-compressed, as DIR/samples/<design>/seed-<s>/samples_<task>.jsonl.gz: a study is
     committed without cells/ (adapters are large), and with these anyone can rescore it under another rule."""
-    for path in sorted(logs.glob("**/samples_*.jsonl")):
-        task = path.stem.removeprefix("samples_").rsplit("_", 1)[0]  # lm-eval names it samples_<task>_<date>
-        write_atomic(kept_samples(root, item.design, item.seed, task), gzip.compress(path.read_bytes(), mtime=0))
+    from sde_tasks.logged import run_file_task, run_files
+
+    for path in run_files(logs):
+        write_atomic(kept_samples(root, item.design, item.seed, run_file_task(path)),
+                     gzip.compress(path.read_bytes(), mtime=0))
 
 
 def kept_samples(root: Path, design: str, seed: int | None, task: str) -> Path:
     """Where a cell's logged samples of one task are kept in the study folder (see keep_samples)."""
-    return root / SAMPLES_DIR / WorkItem("cell", design, seed).id / f"samples_{task}.jsonl.gz"
+    from sde_tasks.logged import kept_name
+
+    return root / SAMPLES_DIR / WorkItem("cell", design, seed).id / kept_name(task, ".jsonl.gz")
 
 
 # ----------------------------------------------------------------------------- PE signals of one design

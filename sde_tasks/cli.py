@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sde_datagen.errors import RecordError, UserError
 from sde_datagen.records import read_jsonl
+from sde_datagen.tasks import BUILTIN
 
 EVAL_HELP = (
     "run lm_eval with the SDE tasks on its include path; every argument goes to lm_eval "
@@ -75,7 +76,7 @@ def register_score(commands: argparse._SubParsersAction) -> None:
         description="Prints the task's metrics as JSON. Each row of FILE holds `prediction` and `target`, "
                     "both text in the design's output format; for MASA the aspect list is the one the target names.")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", choices=("masa", "ed", "ner"), help="a built-in task")
+    which.add_argument("--task", choices=BUILTIN, help="a built-in task")
     which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (see README)")
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
     parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "

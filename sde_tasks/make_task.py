@@ -14,21 +14,24 @@ import yaml
 
 from sde_datagen.errors import UserError
 from sde_datagen.export import SPLIT_FILES, read_splits
+from sde_datagen.families import family_of
+from sde_datagen.tasks import get_task
 from sde_files import atomic_folder
-from sde_tasks import metrics as m
 from sde_tasks.lm_eval_hook import tasks_dir
-from sde_tasks.scoring import task_domains, user_spec
 from sde_tasks.tasks.utils import DATA_DIR, DEFAULT_DESIGN, FEWSHOT_SPLIT, SPEC_FILE, UserTask, spec_sha256
 
 TEMPLATE = "_default_template_yaml"
 EVAL_SPLITS = ("test", "validation")  # scored documents, and few-shot examples
 TASK_VERSION = 1.0  # metadata.version of a user task: bumped with the built-in tasks' prompts and metrics
 UTILS = '''"""lm-eval hooks of this folder: sde-kit's own, bound to task_spec.yaml and data/ beside this file."""
-from sde_tasks.metrics import accuracy, exact_match, f1, format_error_rate, precision, recall  # noqa: F401
 from sde_tasks.tasks.utils import UserTask
 
 _task = UserTask.beside(__file__)
-load_docs, process_results, kappa = _task.load_docs, _task.process_results, _task.kappa
+load_docs, process_results = _task.load_docs, _task.process_results
+
+
+def __getattr__(metric):  # utils.<metric>: the aggregation of that metric, as the task's family defines it
+    return _task.aggregation(metric)
 '''
 
 
@@ -55,36 +58,16 @@ _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))
 
 
-def task_names(name: str, has_ood: bool) -> list[str]:
-    """The lm-eval task names of a user task."""
-    return [f"sde_{name}", *([f"sde_{name}_ood"] if has_ood else [])]
-
-
-def domain_pair(spec_path: Path) -> tuple[str | None, str | None]:
-    """(in-domain, out-of-domain) target subsets: the spec's default domain and the first other one.
-
-    Alternative domains named `*-paper` are skipped, as for MASA; (None, None) without domains.
-    """
-    declared = [d for d in task_domains(str(spec_path)) if d is not None]
-    if not declared:
-        return None, None
-    default = user_spec(spec_path).domain
-    if default == "all":  # every target is in domain: nothing is left out of it
-        return default, None
-    others = [d for d in declared if d != default and not d.endswith("-paper")]
-    return default, (others[0] if others else None)
-
-
 def task_yaml(task: str, family: str, domain: str | None, out_of_domain: bool, digest: str) -> str:
     """One task's YAML: the shared template, the folder's hooks and the family's metrics."""
-    metrics = m.CLASSIFICATION_METRICS if family == "classification" else m.EXTRACTION_METRICS
+    rules = family_of(family)
     config = {
         "include": TEMPLATE,
         "task": task,
         "custom_dataset": _Function("utils.load_docs"),
         "dataset_kwargs": {"sde_domain": domain, "sde_out_of_domain": out_of_domain, "sde_spec_sha256": digest},
-        "metric_list": [{"metric": name, "aggregation": _Function(f"utils.{m.AGGREGATIONS[name].__name__}"),
-                         "higher_is_better": name != "format_error_rate"} for name in metrics],
+        "metric_list": [{"metric": name, "aggregation": _Function(f"utils.{name}"),
+                         "higher_is_better": rules.higher_is_better(name)} for name in rules.metrics],
         "metadata": {"version": TASK_VERSION, "design": DEFAULT_DESIGN},
     }
     return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
@@ -101,7 +84,7 @@ def template_yaml() -> str:
 
 def readme(spec_name: str, tasks: list[str], family: str, domains: tuple[str | None, str | None],
            digest: str) -> str:
-    metrics = m.CLASSIFICATION_METRICS if family == "classification" else m.EXTRACTION_METRICS
+    metrics = family_of(family).metrics
     lines = [f"# sde-kit lm-eval tasks for `{spec_name}`", "",
              "Written by `sde eval make-task`; do not edit by hand (re-run it after changing the spec or data).", "",
              "| task | documents | metrics |", "|---|---|---|"]
@@ -125,8 +108,9 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
     whole or not at all.
     """
     spec_path, data_dir, out_dir = Path(spec_path), Path(data_dir), Path(out_dir)
-    spec = user_spec(spec_path)
-    in_domain, out_domain = domain_pair(spec_path)
+    task = get_task(str(spec_path))
+    spec = task.spec()
+    in_domain, out_domain = task.domain_pair
     if not data_dir.is_dir():
         raise UserError(f"--data {data_dir}: no such folder")
     for name in EVAL_SPLITS:
@@ -136,10 +120,10 @@ def write_task_folder(spec_path: str | Path, data_dir: str | Path, out_dir: str 
                             f"the lm-eval task needs the {name} split")
     splits = {s.name: s for s in read_splits(spec, data_dir, wanted=EVAL_SPLITS)}
     if out_domain is not None:  # the labels must hold for the out-of-domain targets too
-        read_splits(user_spec(spec_path, out_domain), data_dir, wanted=EVAL_SPLITS)
+        read_splits(task.spec(out_domain), data_dir, wanted=EVAL_SPLITS)
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-    names = task_names(spec.name, out_domain is not None)
+    names = list(task.lm_eval_tasks)
     digest = spec_sha256(spec_path)
     with atomic_folder(out_dir) as tmp:
         (tmp / DATA_DIR).mkdir()

@@ -21,8 +21,8 @@ from sde_datagen.errors import UserError
 from sde_datagen.export import read_splits
 from sde_datagen.records import GoldRecord
 from sde_datagen.spec import TaskSpec
-from sde_datagen.tasks import load_task
-from sde_tasks.scoring import aggregate, user_spec
+from sde_datagen.tasks import get_task, load_task
+from sde_tasks.scoring import aggregate
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,10 @@ def builtin_tasks() -> list[OracleTask]:
 
 def user_tasks(spec_path: Path, data_dir: Path) -> list[OracleTask]:
     """The tasks `sde eval make-task` writes for a user's spec, with every split of its data."""
-    from sde_tasks.make_task import domain_pair, task_names
-
-    in_domain, out_domain = domain_pair(spec_path)
+    task = get_task(str(spec_path))
     found = []
-    for name, domain, ood in zip(task_names(user_spec(spec_path).name, out_domain is not None),
-                                 (in_domain, out_domain), (False, True)):
-        spec = user_spec(spec_path, domain)
+    for name, domain, ood in zip(task.lm_eval_tasks, task.domain_pair, (False, True)):
+        spec = task.spec(domain)
         splits = {s.name: s.records for s in read_splits(spec, data_dir)}
         found.append(OracleTask(name, spec, spec.name, domain, ood, splits))
     return found

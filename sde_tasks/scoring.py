@@ -1,37 +1,28 @@
 """One scoring path for lm-eval, `sde score` and the leaderboard.
 
 Output text -> the design's codec (soft parsing, SDE.md) -> per-document metric items -> corpus-level
-aggregation (sde_tasks.metrics). lm-eval's `process_results` calls `doc_items`; `sde score` and
+aggregation (sde_datagen.metrics). lm-eval's `process_results` calls `doc_items`; `sde score` and
 the leaderboard call `score_texts`, so a metric has one definition and one name everywhere. A task
 is a built-in name (masa, ed, ner) or the path of a user's YAML task spec; both score the same way.
 """
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import import_module
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from sde_datagen.codecs import Codec, Parsed, get_codec
 from sde_datagen.design import Design, resolve_design
 from sde_datagen.errors import UserError
-from sde_datagen.spec import TaskSpec, load_spec_yaml
-from sde_datagen.tasks import load_task
-from sde_tasks import metrics as m
+from sde_datagen.families import family_of
+from sde_datagen.spec import TaskSpec
+from sde_datagen.tasks import Task, get_task
 from sde_tasks.docstats import DocStats, from_items
+from sde_tasks.logged import answer
 
-TASKS = ("masa", "ed", "ner")
-# The paper's counting rule of each built-in extraction task; a user's extraction task uses the
-# multiset rule (NER's), which scores repeated gold items exactly.
-EXTRACTION_COUNTS = {"ed": m.ed_counts, "ner": m.ner_counts}
-USER_EXTRACTION_COUNTS = m.ner_counts
 PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors still follow the strict format
 # How an answer with a format error is scored. paper: with whatever soft parsing recovered (the authors' rule, which
 # reproduces their numbers; the default). strict: as an empty prediction (gold items become false negatives, and
@@ -39,7 +30,6 @@ PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors st
 RULES = ("paper", "strict")
 PAPER, STRICT = RULES
 COLLAPSE_SHARE = 0.9  # a run is collapsed when one answer is this share of its outputs while the gold answers vary
-TASK_NAME = re.compile(r"[a-z0-9_]+")  # a user task's name makes the lm-eval task sde_<name>
 
 
 class GoldTextError(UserError):
@@ -51,81 +41,23 @@ class GoldTextError(UserError):
 
 
 def doc_items(spec: TaskSpec, gold: Mapping[str, Any], parsed: Parsed, rule: str = PAPER) -> dict[str, Any]:
-    """Per-document items, one per metric name, for the aggregations of sde_tasks.metrics, under a scoring rule."""
+    """Per-document items, one per metric name, for the aggregations of sde_datagen.metrics, under a scoring rule."""
     error = 1 if parsed.errors else 0
     rejected = rule == STRICT and error
-    predicted = {} if rejected else parsed.targets
-    if spec.family == "classification":
-        pairs = m.classification_item(gold, predicted, spec.absent_label)
-        return {"kappa": pairs, "accuracy": pairs, "exact_match": pairs, "format_error_rate": error}
-    counts = EXTRACTION_COUNTS.get(spec.name, USER_EXTRACTION_COUNTS)  # user specs never take a built-in name
-    gold_pairs = m.extraction_pairs(gold)
-    # Items of unknown types are predictions too: they can only be false positives, every one of them.
-    stray: dict[str, list[str]] = {}
-    for kind, span in [] if rejected else parsed.stray:
-        stray.setdefault(kind, []).append(span)
-    pred_pairs = m.extraction_pairs(predicted) + m.extraction_pairs(stray)
-    hard, soft = counts(gold_pairs, pred_pairs), counts(gold_pairs, pred_pairs, soft=True)
-    return {
-        "precision": hard, "recall": hard, "f1": hard,
-        "soft_precision": soft, "soft_recall": soft, "soft_f1": soft,
-        "format_error_rate": error,
-    }
+    predicted, stray = ({}, []) if rejected else (parsed.targets, parsed.stray)
+    return family_of(spec.family).doc_items(spec, gold, predicted, stray, error)
 
 
-def aggregate(items: Sequence[Mapping[str, Any]], spec: TaskSpec | None = None) -> dict[str, float]:
-    """Corpus-level value of every metric in the items (the same functions lm-eval aggregates with).
-
-    `spec` gives a classification task's label order to kappa; without it, MASA's.
-    """
+def aggregate(items: Sequence[Mapping[str, Any]], spec: TaskSpec) -> dict[str, float]:
+    """Corpus-level value of every metric in the items (the same functions lm-eval aggregates with), with the
+    aggregations of the task's family over its own label order."""
     if not items:
         return {}
-    functions = m.aggregations(spec.label_ids) if spec is not None and spec.labels else m.AGGREGATIONS
+    functions = family_of(spec.family).aggregations(spec.label_ids)
     return {name: functions[name]([item[name] for item in items]) for name in items[0]}
 
 
-def user_spec(path: str | Path, domain: str | None = None) -> TaskSpec:
-    """A user's YAML task spec, checked for what scoring and lm-eval need of its name; loaded once per file."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        raise UserError(f"{path}: task spec not found") from None
-    return _user_spec(str(path.resolve()), stat.st_mtime_ns, stat.st_size, domain)
-
-
-@lru_cache(maxsize=64)
-def _user_spec(path: str, mtime_ns: int, size: int, domain: str | None) -> TaskSpec:
-    spec = load_spec_yaml(path, domain)
-    if spec.name in TASKS:
-        raise UserError(f"{path}: field 'name': '{spec.name}' is a built-in task; give your task another name")
-    if not TASK_NAME.fullmatch(spec.name):
-        raise UserError(f"{path}: field 'name': '{spec.name}' must be lower-case letters, digits and underscores "
-                        f"(it names the lm-eval task sde_<name>)")
-    return spec
-
-
-def task_spec(task: str, domain: str | None = None) -> TaskSpec:
-    """A built-in task by name, or a user's task by the path of its YAML spec."""
-    if task in TASKS:
-        return load_task(task, domain)
-    if task.endswith((".yaml", ".yml")):
-        return user_spec(task, domain)
-    raise UserError(f"unknown task '{task}' (tasks: {', '.join(TASKS)}, or the path of a YAML task spec)")
-
-
-@lru_cache(maxsize=None)
-def task_domains(task: str) -> tuple[str | None, ...]:
-    """The task's named domains (MASA: D1, D2, D1-paper), tried in order to find a target's aspects."""
-    if task in TASKS:
-        declared = getattr(import_module(f"sde_datagen.tasks.{task}"), "SPEC", {}).get("domains", {})
-    else:
-        task_spec(task)  # validates the spec, so its domains are a mapping
-        declared = yaml.safe_load(Path(task).read_text(encoding="utf-8")).get("domains", {})
-    return tuple(declared) or (None,)
-
-
-def _gold_codec(task: str, design: Design, target: str, domain: str | None = None) -> tuple[Codec, Parsed]:
+def _gold_codec(task: Task, design: Design, target: str, domain: str | None = None) -> tuple[Codec, Parsed]:
     """The codec whose target list is the one the gold text names, and the strict parse of it.
 
     Extraction tasks have one type list. For MASA the aspect list is the one in the target: the
@@ -133,8 +65,8 @@ def _gold_codec(task: str, design: Design, target: str, domain: str | None = Non
     `domain` names it (needed where a design lists only present aspects: the target cannot tell).
     """
     first: tuple[Codec, Parsed] | None = None
-    for domain in (domain,) if domain else task_domains(task):
-        codec = get_codec(task_spec(task, domain), design)
+    for domain in (domain,) if domain else task.domains:
+        codec = get_codec(task.spec(domain), design)
         parsed = codec.parse(target, "strict")
         if parsed.ok:
             return codec, parsed
@@ -184,20 +116,10 @@ def degeneracy(predictions: Sequence[str], targets: Sequence[str], parsed: Seque
     return Degeneracy(runaway, share, top, share >= COLLAPSE_SHARE and gold_share < COLLAPSE_SHARE)
 
 
-def logged_prediction(sample: Mapping[str, Any]) -> str | None:
-    """The generation lm-eval scored in one logged sample: filtered_resps holds one string per request (one request
-    here), the same as the raw response in resps, since the sde tasks apply no filter; None when they disagree."""
-    responses = sample.get("filtered_resps")
-    if isinstance(responses, list) and len(responses) == 1 and isinstance(responses[0], str):
-        if sample.get("resps") == [[responses[0]]]:
-            return responses[0]
-    return None
-
-
 def logged_degeneracy(samples: Sequence[Mapping[str, Any]], spec: TaskSpec) -> Degeneracy:
     """Runaway and collapse of one lm-eval run, from its logged samples in document order (each names its design)."""
     codec = get_codec(spec, resolve_design(samples[0]["doc"]["design"], spec.family))
-    answers = [logged_prediction(s) or "" for s in samples]
+    answers = [answer(s) or "" for s in samples]
     return degeneracy(answers, [s["target"] for s in samples], [codec.parse(a, PARSE_MODE) for a in answers])
 
 
@@ -216,12 +138,13 @@ def score_items(task: str, design: str, predictions: Iterable[str], targets: Ite
     """The per-document metric items of model outputs under `rule`, and what `score_texts` needs besides."""
     if rule not in RULES:
         raise UserError(f"unknown scoring rule '{rule}' (rules: {', '.join(RULES)})")
-    spec = task_spec(task)
+    resolved_task = get_task(task)
+    spec = resolved_task.spec()
     resolved = resolve_design(design, spec.family)
     items, parsed, texts, golds = [], [], [], []
     for row, (prediction, target) in enumerate(_pairs(predictions, targets), start=1):
         try:
-            codec, gold = _gold_codec(task, resolved, target, domain)
+            codec, gold = _gold_codec(resolved_task, resolved, target, domain)
         except ValueError as err:
             raise GoldTextError(row, str(err)) from None
         read = codec.parse(prediction, PARSE_MODE)
@@ -234,7 +157,7 @@ def score_items(task: str, design: str, predictions: Iterable[str], targets: Ite
 
 def doc_stats(items: Sequence[Mapping[str, Any]], spec: TaskSpec) -> DocStats:
     """Per-document statistics of items, with a classification task's own label order."""
-    return from_items(items, spec.label_ids, spec.absent_label) if spec.labels else from_items(items)
+    return from_items(items, spec.family, spec.label_ids, spec.absent_label or None)
 
 
 def _pairs(predictions: Iterable[str], targets: Iterable[str]) -> Iterable[tuple[str, str]]:

@@ -203,9 +203,10 @@ def _coerce(name: str, value: object) -> object:
             raise ValueError(value)
         return kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError, OverflowError):
-        raise TrainError(f"field '{name}': expected {kind.__name__}, got {_shown(value)}") from None
+        raise TrainError(f"field '{name}': expected {kind.__name__}, got {shown(value)}") from None
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -150,7 +150,7 @@ def test_every_committed_entry_that_gives_one_answer_is_marked_collapsed():
     from collections import Counter
     from pathlib import Path
 
-    from sde_tasks.scoring import logged_prediction
+    from sde_tasks.logged import answer as logged_prediction
 
     board = Path(__file__).resolve().parents[1] / "leaderboards"
     readme = (board / "README.md").read_text(encoding="utf-8")

@@ -129,7 +129,7 @@ def test_other_design_is_rejected(accepted, real_run, tmp_path):
     # relabelling the run's metadata too does not help: the logged prompts are those of the real design
     edit_json(accepted / "results.json", lambda r: r["configs"][TASK]["metadata"].__setitem__("design", "es-sde"))
     problems = failures_of(accepted)
-    assert any("logged documents differ from the installed test set" in p for p in problems), problems
+    assert any("logged documents differ from the installed task pack" in p for p in problems), problems
     # and `sde board submit` refuses a mismatched META.json, adding nothing
     board = tmp_path / "other-board"
     code = sde(["board", "submit", str(real_run), "--meta",

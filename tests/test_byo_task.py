@@ -12,15 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from datasets import load_dataset
+import pyarrow.parquet as pq
 
 from sde_datagen.cli import main
-from sde_tasks import metrics as m
+from sde_datagen.families import FAMILIES
 from sde_tasks.make_task import write_task_folder
 from sde_tasks.tasks.utils import UserTask
 from test_tasks_lm_eval import BIN, results_and_samples, run
 
-FAMILY_METRICS = {"classification": m.CLASSIFICATION_METRICS, "extraction": m.EXTRACTION_METRICS}
+FAMILY_METRICS = {"classification": FAMILIES["classification"].metrics, "extraction": FAMILIES["extraction"].metrics}
 
 
 def sde(*args: object) -> subprocess.CompletedProcess:
@@ -118,8 +118,9 @@ def test_exported_gold_scores_perfectly_through_sde_score(user_tasks, tmp_path, 
         from sde_datagen.design import resolve_design
 
         variant = resolve_design(design).id
-        test = load_dataset(str(tmp_path / "export"), variant, split="test")
-        rows = [{"prediction": c, "target": c} for c in test["completion"]]
+        # Read from the export's files: `datasets.load_dataset(folder)` caches by the folder's name.
+        completions = pq.read_table(tmp_path / "export" / variant / "test.parquet").column("completion").to_pylist()
+        rows = [{"prediction": c, "target": c} for c in completions]
         domain = ["--domain", "stay"] if family == "classification" else []  # ou designs list present targets only
         result = score(tmp_path, spec, design, rows, *domain)
         assert result.pop("n") == len(rows) == 5

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sde_datagen.codecs import ERROR_KINDS, get_codec
+from sde_datagen.codecs import get_codec
+from sde_datagen.parsed import ERROR_KINDS
 from sde_datagen.data import bundled_dir
 from sde_datagen.design import Design, grid, resolve_design
 from sde_datagen.records import load_records

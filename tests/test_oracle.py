@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from sde_datagen.design import PRESETS
 from sde_datagen.records import GoldRecord
-from sde_tasks import metrics as m
+from sde_datagen import metrics as m
+from sde_datagen.families import FAMILIES
 from sde_tasks.oracle import builtin_tasks, designs_of, imperfect, oracle_items, oracle_rows
 from sde_tasks.oracle import user_tasks as oracle_tasks_of
 
@@ -35,7 +36,7 @@ def test_every_task_design_and_split_scores_perfectly_on_its_gold(user_tasks):
     assert per_task["sde_masa_ood"] == per_task["sde_hotel_ood"] == 216 - 72  # no No-Inst design out of domain
     assert len(rows) == 3 * sum(per_task.values())
     for row in rows:
-        family = m.CLASSIFICATION_METRICS if "kappa" in row else m.EXTRACTION_METRICS
+        family = FAMILIES["classification"].metrics if "kappa" in row else FAMILIES["extraction"].metrics
         assert set(row) == {"task", "design", "split", "n", *family}
     assert [(r["task"], r["design"], r["split"], imperfect(r)) for r in rows if imperfect(r)] == []
 

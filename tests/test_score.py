@@ -8,7 +8,8 @@ import pytest
 
 from sde_datagen.cli import main
 from sde_datagen.errors import UserError
-from sde_tasks import metrics as m
+from sde_datagen import metrics as m
+from sde_datagen.families import FAMILIES
 from sde_tasks.scoring import score_texts
 
 # SDE.md's example outputs.
@@ -99,12 +100,12 @@ def test_sde_score_cli_prints_metrics_json(tmp_path, capsys):
                                               {"prediction": "", "target": ED_HEURISTIC}])
     assert main(["score", "--task", "ed", "--design", "heuristic", str(rows)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert list(result) == [*m.EXTRACTION_METRICS, "n", "rule", "runaway_rate", "collapsed", "top_answer_share"]
+    assert list(result) == [*FAMILIES["extraction"].metrics, "n", "rule", "runaway_rate", "collapsed", "top_answer_share"]
     assert result["rule"] == "paper" and result["runaway_rate"] == 0.0 and result["collapsed"] is False
     assert result["n"] == 2 and result["format_error_rate"] == 0.5 and result["precision"] == 1.0
     masa = write_rows(tmp_path / "masa.jsonl", [{"prediction": MASA_NATURAL, "target": MASA_NATURAL}])
     assert main(["score", "--task", "masa", "--design", "paper-base", str(masa)]) == 0
-    assert list(json.loads(capsys.readouterr().out))[:5] == [*m.CLASSIFICATION_METRICS, "n"]
+    assert list(json.loads(capsys.readouterr().out))[:5] == [*FAMILIES["classification"].metrics, "n"]
 
 
 @pytest.mark.parametrize("bad,field", [

@@ -17,7 +17,7 @@ from sde_datagen.records import load_records
 from sde_datagen.render import render_sample
 from sde_datagen.tasks import load_task
 from sde_tasks import lm_eval_hook
-from sde_tasks import metrics as m
+from sde_datagen import metrics as m
 from sde_tasks.tasks import utils
 
 TASKS_DIR = lm_eval_hook.tasks_dir()

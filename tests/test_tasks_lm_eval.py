@@ -20,15 +20,15 @@ from sde_datagen.records import load_records
 from sde_datagen.render import render_sample
 from sde_datagen.tasks import load_task
 from sde_tasks import lm_eval_hook
-from sde_tasks import metrics as m
+from sde_datagen.families import FAMILIES
 
 BIN = Path(sys.executable).parent
 PTH = Path(lm_eval_hook.__file__).with_name("sde_kit_lm_eval.pth")
 WRAPPER = ("import site, sys; site.addsitedir(sys.argv.pop(1)); sys.argv[0] = 'lm_eval'; "
            "from lm_eval.__main__ import cli_evaluate; cli_evaluate()")
 FAST = ["--device", "cpu", "--limit", "2", "--gen_kwargs", "max_gen_toks=4"]
-METRICS = {"sde_masa_id": m.CLASSIFICATION_METRICS, "sde_masa_ood": m.CLASSIFICATION_METRICS,
-           "sde_ed": m.EXTRACTION_METRICS, "sde_ner": m.EXTRACTION_METRICS}
+METRICS = {"sde_masa_id": FAMILIES["classification"].metrics, "sde_masa_ood": FAMILIES["classification"].metrics,
+           "sde_ed": FAMILIES["extraction"].metrics, "sde_ner": FAMILIES["extraction"].metrics}
 
 
 @pytest.fixture(scope="module")

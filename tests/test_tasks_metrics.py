@@ -1,11 +1,12 @@
-"""Metrics against hand-computed values (sde_tasks.metrics)."""
+"""Metrics against hand-computed values (sde_datagen.metrics)."""
 from __future__ import annotations
 
 from difflib import SequenceMatcher
 
 import pytest
 
-from sde_tasks import metrics as m
+from sde_datagen import metrics as m
+from sde_datagen.families import FAMILIES
 
 # The pooled D1 confusion matrix the SDE authors published beside their kappa
 # (SDE/MASA/result_internlm-chat/..._soft.txt: "kappa:0.7639"; its 食品评价 block: 0.5682).
@@ -114,4 +115,5 @@ def test_prf_aggregations_sum_counts_before_dividing():
     assert m.recall(items) == pytest.approx(3 / 5)
     assert m.f1(items) == pytest.approx(2 * (3 / 7) * (3 / 5) / (3 / 7 + 3 / 5))
     assert m.prf(m.Counts(0, 0, 0)) == (0.0, 0.0, 0.0)
-    assert set(m.AGGREGATIONS) == set(m.CLASSIFICATION_METRICS) | set(m.EXTRACTION_METRICS)
+    for family in FAMILIES.values():
+        assert set(family.aggregations(m.KAPPA_LABELS)) == set(family.metrics)

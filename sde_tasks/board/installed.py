@@ -55,10 +55,13 @@ def expected_docs(task: str, design: str, instruction: int) -> tuple[dict[str, A
 
 def recompute(docs: list[dict[str, Any]], predictions: list[str]) -> dict[str, float]:
     """Corpus metrics of predictions on documents, through the function lm-eval itself calls."""
+    from sde_datagen.tasks import load_task
     from sde_tasks.scoring import aggregate
     from sde_tasks.tasks.utils import process_results
 
-    return aggregate([process_results(doc, [prediction]) for doc, prediction in zip(docs, predictions, strict=True)])
+    spec = load_task(docs[0]["task"], docs[0]["domain"] or None)
+    return aggregate([process_results(doc, [prediction]) for doc, prediction in zip(docs, predictions, strict=True)],
+                     spec)
 
 
 @lru_cache(maxsize=32)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sde_datagen.families import FAMILIES
 from sde_tasks.docstats import DocStats
 from sde_tasks.scoring import STRICT, Degeneracy
 
 FORMAT_ERROR = "format_error_rate"
-# The score that ranks designs in plots and sorts tables: the first of these a task reports.
-PRIMARY_METRICS = ("kappa", "f1")
+# The score that ranks designs in plots and sorts tables: the first family's primary metric that a task reports.
+PRIMARY_METRICS = tuple(family.primary for family in FAMILIES.values())
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Reading a submission's logged samples (lm-eval `--log_samples`): what validation, the user-task checks
-and the board's intervals all read, in one place."""
+"""A submission's logged samples recomputed into per-document statistics, and the small helpers the board's
+checks share; the samples themselves are read by sde_tasks.logged."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,34 +9,10 @@ from typing import Any
 from sde_tasks.board.store import samples_name, spec_name
 from sde_tasks.docstats import DocStats
 from sde_tasks.scoring import Degeneracy
-from sde_tasks.scoring import logged_prediction as prediction  # noqa: F401  (the board's readers use it from here)
+from sde_tasks.logged import answer, read_samples
 
 TOLERANCE = 1e-6
 FILTER = "none"  # the sde tasks define no filter: metrics are computed on the raw generation
-
-
-def read_samples(path: Path, task: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The samples of a JSONL file, and each problem with it in words (a missing file is one)."""
-    samples, failures = [], []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    sample = json.loads(line)
-                except json.JSONDecodeError as err:
-                    failures.append(f"{path.name}:{number}: not valid JSON ({err.msg})")
-                    continue
-                if not isinstance(sample, dict) or not isinstance(sample.get("doc_id"), int):
-                    failures.append(f"{path.name}:{number}: not an lm-eval logged sample (no integer doc_id)")
-                    continue
-                samples.append(sample)
-    except FileNotFoundError:
-        failures.append(f"task {task}: no logged samples ({path.name}); run lm_eval with --log_samples")
-    except UnicodeDecodeError as err:
-        failures.append(f"{path.name}: not UTF-8 text ({err})")
-    return samples, failures
 
 
 def same_number(a: Any, b: Any) -> bool:
@@ -69,7 +44,7 @@ def recomputed(folder: Path, task: str) -> tuple[DocStats, Degeneracy] | None:
     spec_file = folder / spec_name(task)
     user = UserTask(spec_file) if spec_file.is_file() else None
     try:
-        items = [(user.process_results if user else process_results)(doc, [prediction(s)])
+        items = [(user.process_results if user else process_results)(doc, [answer(s)])
                  for doc, s in zip(docs, ordered)]
         domain = docs[0].get("domain") or None
         spec = user.spec(domain) if user else load_task(docs[0]["task"], domain)

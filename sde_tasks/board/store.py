@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sde_datagen.errors import UserError
+from sde_tasks.logged import kept_name
 
 SCHEMA_PATH = Path(__file__).with_name("submission.schema.json")
 META_NAME = "submission.json"
@@ -23,7 +24,7 @@ TASK_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 def samples_name(task: str) -> str:
-    return f"samples_{task}.jsonl"
+    return kept_name(task)
 
 
 def spec_name(task: str) -> str:

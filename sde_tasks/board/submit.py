@@ -12,7 +12,8 @@ from typing import Any
 from sde_datagen.errors import UserError
 from sde_files import atomic_folder
 from sde_tasks.board.store import META_NAME, RESULTS_NAME, SUBMISSIONS_DIR, read_json, samples_name, schema_errors
-from sde_tasks.board.user_task import carry_specs
+from sde_tasks.logged import run_file_task, run_files
+from sde_tasks.board.references import carry_specs
 from sde_tasks.board.validate import validate_board
 
 
@@ -35,8 +36,8 @@ def find_run(results_dir: Path) -> tuple[Path, dict[str, Path]]:
     results_file = found[0]
     date_id = results_file.stem.rsplit("_", 1)[-1]  # lm-eval names both files after the run's start time
     samples = {}
-    for path in results_file.parent.glob(f"samples_*_{date_id}.jsonl"):
-        samples[path.name.removeprefix("samples_").removesuffix(f"_{date_id}.jsonl")] = path
+    for path in run_files(results_file.parent, run=date_id):
+        samples[run_file_task(path)] = path
     return results_file, samples
 
 

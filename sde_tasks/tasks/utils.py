@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,15 @@ from sde_datagen.codecs import get_codec
 from sde_datagen.data import bundled_dir
 from sde_datagen.design import Design, resolve_design
 from sde_datagen.errors import UserError
+from sde_datagen.families import family_of
 from sde_datagen.records import GoldRecord, load_records
 from sde_datagen.render import render_sample
 from sde_datagen.spec import TaskSpec
-from sde_datagen.tasks import load_task
-from sde_tasks import metrics as m
-from sde_tasks.metrics import (  # noqa: F401  the aggregations the YAMLs name as utils.<name>
+from sde_datagen.tasks import get_task, load_task
+from sde_datagen.metrics import (  # noqa: F401  the aggregations the YAMLs name as utils.<name>
     accuracy, exact_match, f1, format_error_rate, kappa, precision, recall,
 )
-from sde_tasks.scoring import PARSE_MODE, doc_items, gold_json, user_spec
+from sde_tasks.scoring import PARSE_MODE, doc_items, gold_json
 
 DEFAULT_DESIGN = "es-sde"
 FEWSHOT_SPLIT = "dev"
@@ -129,7 +129,7 @@ class UserTask:
         return cls(folder / SPEC_FILE, folder / DATA_DIR)
 
     def spec(self, domain: str | None = None) -> TaskSpec:
-        return user_spec(self.spec_path, domain or None)
+        return get_task(str(self.spec_path)).spec(domain or None)
 
     def load_docs(self, sde_domain: str | None = None, sde_out_of_domain: bool = False,
                   sde_spec_sha256: str | None = None, design: str = DEFAULT_DESIGN, instruction: Any = 0,
@@ -148,6 +148,10 @@ class UserTask:
         """lm-eval `process_results` of a task folder."""
         return score_doc(self.spec(doc["domain"]), doc, results[0])
 
-    def kappa(self, items: Sequence[Sequence[m.Pair]]) -> float:
-        """Aggregation: kappa over the spec's own label order."""
-        return m.kappa(items, self.spec().label_ids)
+    def aggregation(self, metric: str) -> Callable[[Sequence], float]:
+        """A metric's aggregation, as the spec's family defines it over the spec's own label order."""
+        spec = self.spec()
+        functions = family_of(spec.family).aggregations(spec.label_ids)
+        if metric not in functions:
+            raise AttributeError(f"task {spec.name} has no metric '{metric}'")
+        return functions[metric]

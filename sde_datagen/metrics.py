@@ -26,9 +26,8 @@ be compared with theirs to 4 decimals:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from difflib import SequenceMatcher
-from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -42,12 +41,6 @@ KAPPA_WEIGHTS: tuple[tuple[float, ...], ...] = (
     (0.5, 0.67, 0.5, 1.0),
 )
 SOFT_MATCH_THRESHOLD = 0.5
-
-# Metric names, identical in lm-eval results (as "<name>,none") and in `sde score` output.
-CLASSIFICATION_METRICS: tuple[str, ...] = ("kappa", "accuracy", "exact_match", "format_error_rate")
-EXTRACTION_METRICS: tuple[str, ...] = (
-    "precision", "recall", "f1", "soft_precision", "soft_recall", "soft_f1", "format_error_rate",
-)
 
 Pair = tuple[str, str]
 
@@ -219,20 +212,3 @@ def recall(items: Sequence[Sequence[int]]) -> float:
 def f1(items: Sequence[Sequence[int]]) -> float:
     """Aggregation: micro F1 of the summed (tp, fp, fn) items."""
     return prf(_summed(items))[2]
-
-
-# The aggregation of every metric name (soft_* aggregate their own soft-matched counts); kappa here is
-# MASA's, `aggregations(labels)` binds it to another task's label order.
-AGGREGATIONS = {
-    "kappa": kappa, "accuracy": accuracy, "exact_match": exact_match,
-    "format_error_rate": format_error_rate,
-    "precision": precision, "recall": recall, "f1": f1,
-    "soft_precision": precision, "soft_recall": recall, "soft_f1": f1,
-}
-
-
-def aggregations(labels: Sequence[str] = KAPPA_LABELS) -> dict[str, Callable[[Sequence], float]]:
-    """AGGREGATIONS with kappa over a classification task's own label order."""
-    if tuple(labels) == KAPPA_LABELS:
-        return AGGREGATIONS
-    return {**AGGREGATIONS, "kappa": partial(kappa, labels=tuple(labels))}
