@@ -56,7 +56,7 @@ def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None, bas
                 "adapter": {"id": str(adapter), "revision": file_hash([adapter / "adapter_model.safetensors"]),
                             "command": plan.cell_command(item.design, item.seed, f"{plan.task}-{item.design}-seed-{item.seed}")},
                 "design": item.design,
-                "training": {"task": plan.task, "domain": "D1" if plan.task == "masa" else None,
+                "training": {"task": plan.task, "domain": plan.resolved_task().domain_pair[0],
                              "size": trained["samples"]},
                 "seed": item.seed, "submitter": submitter or getpass.getuser(),
                 "date": datetime.date.today().isoformat()}

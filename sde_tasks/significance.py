@@ -24,6 +24,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from sde_datagen.families import FAMILIES
 from sde_tasks.docstats import DocStats
 
 RESAMPLES = 10_000
@@ -137,7 +138,8 @@ class Comparison:
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric != "format_error_rate"
+    """As the families define it (a metric name means the same in every family that has it)."""
+    return next(family.higher_is_better(metric) for family in FAMILIES.values() if metric in family.metrics)
 
 
 def compare(value: float, baseline: float, a: np.ndarray, b: np.ndarray, metric: str,
