@@ -44,7 +44,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with bf16 instructions, else fp32
     threads: str = "auto"  # torch threads on CPU: a number, or auto ($OMP_NUM_THREADS, else the free cores)
     compile: bool = False
-    attn_implementation: str | None = None  # None: flash_attention_2 on CUDA when installed, else sdpa
+    attn_implementation: str | None = None  # None: flash_attention_2 on CUDA when installed, else sde_varlen_sdpa
     save_steps: int = 100
     logging_steps: int = 1
     push_to_hub: str | None = None
