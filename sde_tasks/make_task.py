@@ -2,7 +2,7 @@
 
 The folder holds a copy of the spec and of its test and validation (few-shot) gold, one YAML per
 task (`sde_<name>`, and `sde_<name>_ood` when the spec declares domains), the shared template and
-a three-line utils.py that binds sde-kit's own hooks (sde_tasks.tasks.utils.UserTask) to the spec
+a short utils.py that binds sde-kit's own hooks (sde_tasks.tasks.utils.UserTask) to the spec
 beside it: prompts, parsing and metrics are the built-in tasks' code, not a copy of it.
 """
 from __future__ import annotations
