@@ -60,6 +60,37 @@ def test_make_task_writes_an_lm_eval_folder_per_spec(user_tasks, task_root):
     assert "location" in docs["test"][0]["prompt"] and "room" not in docs["test"][0]["prompt"].split("\n")[0]
 
 
+OLD_UTILS = '''from sde_tasks.metrics import accuracy, exact_match, f1, format_error_rate, precision, recall  # noqa: F401
+from sde_tasks.tasks.utils import UserTask
+
+_task = UserTask.beside(__file__)
+load_docs, process_results, kappa = _task.load_docs, _task.process_results, _task.kappa
+'''
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an earlier version"])
+def test_a_task_folders_aggregations_are_its_familys(task_root, tmp_path, written_by):
+    """utils.<metric> of every metric the YAMLs name, in folders written now and before (their utils.py differ)."""
+    import importlib.util
+    import shutil
+
+    import yaml
+
+    folder = shutil.copytree(task_root / "hotel", tmp_path / "hotel")
+    if written_by == "an earlier version":
+        (folder / "utils.py").write_text(OLD_UTILS, encoding="utf-8")
+    module_spec = importlib.util.spec_from_file_location("utils", folder / "utils.py")
+    utils = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(utils)
+    pairs = [[("pos", "pos"), ("neg", "none")], [("none", "none"), ("pos", "neg")]]
+    for entry in yaml.load((folder / "sde_hotel.yaml").read_text(), Loader=yaml.BaseLoader)["metric_list"]:
+        name = entry["aggregation"].split("utils.", 1)[1]
+        aggregate = getattr(utils, name)
+        items = [1, 0] if entry["metric"] == "format_error_rate" else pairs
+        assert isinstance(aggregate(items), float), entry
+    assert utils.kappa(pairs) == pytest.approx(FAMILIES["classification"].aggregations(("pos", "neg", "none"))["kappa"](pairs))
+
+
 def test_user_tasks_run_under_the_real_lm_eval_cli_and_match_sde_score(user_tasks, task_root, tiny_model_dir,
                                                                         tmp_path):
     tasks = ["sde_hotel", "sde_hotel_ood", "sde_drug_events"]

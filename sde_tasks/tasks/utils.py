@@ -148,6 +148,10 @@ class UserTask:
         """lm-eval `process_results` of a task folder."""
         return score_doc(self.spec(doc["domain"]), doc, results[0])
 
+    def kappa(self, items: Sequence) -> float:
+        """utils.kappa of task folders written before `aggregation` (see sde_tasks/metrics.py)."""
+        return self.aggregation("kappa")(items)
+
     def aggregation(self, metric: str) -> Callable[[Sequence], float]:
         """A metric's aggregation, as the spec's family defines it over the spec's own label order."""
         spec = self.spec()
