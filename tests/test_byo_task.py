@@ -189,6 +189,17 @@ def test_make_task_errors_are_one_line_and_leave_nothing(user_tasks, tmp_path):
     assert write_task_folder(spec, data, out, overwrite=True) == ["sde_hotel", "sde_hotel_ood"]
 
 
+def test_any_name_exports_but_an_lm_eval_task_needs_a_plain_one(user_tasks, tmp_path):
+    spec, data = user_tasks["classification"]
+    spaced = tmp_path / "spaced.yaml"
+    spaced.write_text(spec.read_text().replace("name: hotel", "name: Hotel Reviews"))
+    assert main(["data", "export", "--task-spec", str(spaced), "--data", str(data), "--designs", "es-sde",
+                 "--out", str(tmp_path / "export")]) == 0
+    proc = sde("eval", "make-task", "--task-spec", spaced, "--data", data, "--out", tmp_path / "task")
+    assert proc.returncode == 2 and "'Hotel Reviews' must be lower-case letters, digits and underscores" in proc.stderr
+    assert not (tmp_path / "task").exists()
+
+
 @pytest.mark.parametrize("metadata,message", [
     ({"desgin": "ew-sde"}, "metadata key 'desgin' is not read by the SDE tasks; did you mean 'design'?"),
     ({"instructions": 1}, "did you mean 'instruction'?"),

@@ -72,8 +72,14 @@ class Task:
 
     @property
     def lm_eval_tasks(self) -> tuple[str, ...]:
+        """The lm-eval tasks: a user task's name must make a valid one (exporting data needs no such name)."""
         if self.builtin:
             return BUILTIN_LM_EVAL[self.source]
+        if self.name in BUILTIN:
+            raise UserError(f"{self.source}: field 'name': '{self.name}' is a built-in task; give your task another name")
+        if not TASK_NAME.fullmatch(self.name):
+            raise UserError(f"{self.source}: field 'name': '{self.name}' must be lower-case letters, digits and "
+                            f"underscores (it names the lm-eval task sde_<name>)")
         return (f"sde_{self.name}", *([f"sde_{self.name}_ood"] if self.domain_pair[1] is not None else []))
 
     @property
@@ -111,7 +117,7 @@ def _builtin(name: str) -> Task:
 
 @lru_cache(maxsize=64)
 def _user(path: str, mtime_ns: int, size: int) -> Task:
-    """A user's spec, checked whole and for what lm-eval needs of its name; keyed by the file's state."""
+    """A user's spec, checked whole; keyed by the file's state."""
     text = read_user_text(Path(path), "task spec", "--task-spec takes a YAML file")
     try:
         data = yaml.safe_load(text)
@@ -120,10 +126,5 @@ def _user(path: str, mtime_ns: int, size: int) -> Task:
         where = f"{path}:{mark.line + 1}" if mark is not None else path
         raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     task = Task(path, data, builtin=False)
-    name = task.spec().name  # validates the whole spec
-    if name in BUILTIN:
-        raise UserError(f"{path}: field 'name': '{name}' is a built-in task; give your task another name")
-    if not TASK_NAME.fullmatch(name):
-        raise UserError(f"{path}: field 'name': '{name}' must be lower-case letters, digits and underscores "
-                        f"(it names the lm-eval task sde_<name>)")
+    task.spec()  # validates the whole spec
     return task
