@@ -142,9 +142,8 @@ def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metri
         elif settings.delta > 0 and all(within for _, _, within in verdicts.values()):
             state.decided = TIE_SET
         left.update(separated)
-    hours = sum(c.seconds for c in cells.values()) / 3600
-    done = sum(1 for d in state.designs for s in range(rung + 1) if (d, s) in cells)
-    return Look(rung, tuple(survivors), best, means, left, done, hours)
+    so_far = [c for (_, seed), c in cells.items() if seed <= rung]  # this rung and the ones before it, no later ones
+    return Look(rung, tuple(survivors), best, means, left, len(so_far), sum(c.seconds for c in so_far) / 3600)
 
 
 def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, level: float, delta: float,

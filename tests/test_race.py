@@ -58,6 +58,8 @@ def test_a_race_resumes_from_the_cells_it_has() -> None:
     whole = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
     again = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
     assert whole.looks == again.looks  # a replay decides exactly the same
+    first = decide(partial, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000).looks[0]
+    assert (first.cells, first.hours) == (3, 3 * 60 / 3600)  # rung 0's cells only, not ("a", 1) trained after it
 
 
 def test_budget_and_tie_stops() -> None:
