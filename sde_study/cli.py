@@ -278,6 +278,7 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     plan = prepare(args, race)
     outcome = Outcome()
     while True:
+        collect(root, plan)  # cells a killed race finished before it could collect them count, and are not listed
         state = race_state(root, plan)
         todo = [f"{design}/seed-{seed}" for design, seed in state.next_cells]
         if state.decided or not todo:
@@ -285,7 +286,6 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
               f"({', '.join(todo)})")
         step = execute(root, todo, executor_options(args))
-        collect(root, plan)
         outcome = outcome.add(step)
         if step.elsewhere:
             break

@@ -111,6 +111,13 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     assert "## The race" in report and "| 0 | 2 |" in report and "Compute: " in report
     again = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0 and "to train" not in again.stdout and "the race is decided" in again.stdout
+    # killed after its cells finished but before their rows were collected: it resumes without retraining them
+    rows = (tmp_path / "race" / "results.jsonl").read_text(encoding="utf-8")
+    (tmp_path / "race" / "results.jsonl").unlink()
+    (tmp_path / "race" / "docstats.jsonl").unlink()
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert resumed.returncode == 0 and "to train" not in resumed.stdout and "the race is decided" in resumed.stdout
+    assert (tmp_path / "race" / "results.jsonl").read_text(encoding="utf-8") == rows
     # committed without its adapters (no cells/), the race continues elsewhere from its results alone
     import shutil
 
