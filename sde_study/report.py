@@ -137,7 +137,7 @@ def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_si
         summary.effects += _effects(summary, task, reps)
         if task == summary.tasks[0]:
             summary.n_docs = next(iter(runs.values()))[0].n_docs if runs else None
-            _recommend(summary, task, runs, reps, test_size, len(plan.seeds))
+            _recommend(summary, task, runs, reps, test_size)
             summary.findings = _findings(summary, task, reps)
     return summary
 
@@ -190,9 +190,9 @@ def _effects(summary: Summary, task: str, reps: dict) -> list[Effect]:
     return effects
 
 
-def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: int | None, n_seeds: int) -> None:
+def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: int | None) -> None:
     """The best design by its mean (a collapsed one only when every design is), each other design compared with
-    it (paired), and the power line."""
+    it (paired), and the power line, at the seeds measured (a race or an unfinished study has fewer than planned)."""
     metric = summary.metric
     means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
     ranked = sorted(means, key=lambda d: (d in summary.collapsed, -means[d]))
@@ -204,8 +204,10 @@ def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: i
                                                  reps[other][metric], metric)
     ses = [e.comparison.se for e in summary.effects if e.task == task and e.comparison is not None]
     se = statistics.median(ses or [c.se for c in summary.versus_best.values()])
+    counts = sorted({len(group) for group in runs.values()})
+    seeds = f"{counts[0]} seed(s)" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} seeds per design"
     summary.power.append(
-        f"Power: with {summary.n_docs} test documents and {n_seeds} seed(s), this study detects a true difference of "
+        f"Power: with {summary.n_docs} test documents and {seeds}, this study detects a true difference of "
         f"{sig.detectable(se):.4f} {metric} (80% power, α 0.05, from the median standard error of its paired "
         "differences)." if se > 0 else "Power: not measurable: no paired difference varies across resamples.")
     runner_up = ranked[1]
@@ -213,6 +215,7 @@ def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: i
     if lead.delta == 0:
         summary.power.append(f"`{short(summary.best)}` and `{short(runner_up)}` score the same: no lead to resolve.")
         return
+    n_seeds = min(len(runs[summary.best]), len(runs[runner_up]))
     docs_only = sig.replicates({d: runs[d] for d in (summary.best, runner_up)}, seeds_too=False)
     se_docs = float(np.std(docs_only[summary.best][metric] - docs_only[runner_up][metric], ddof=1))
     seed_var = max(lead.se ** 2 - se_docs ** 2, 0.0) * n_seeds

@@ -78,6 +78,20 @@ def test_report_has_intervals_tests_verdicts_and_power(tmp_path: Path) -> None:
         assert (root / "plots" / plot).stat().st_size > 0
 
 
+def test_power_line_states_the_seeds_measured_not_the_seeds_planned(tmp_path: Path) -> None:
+    """A race or an unfinished study has fewer cells than its plan: the power line speaks of the seeds it has."""
+    root = tmp_path / "study"
+    plan = write_study(root)
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    stats = (root / DOC_STATS_NAME).read_text(encoding="utf-8").splitlines()
+    keep = [i for i, r in enumerate(rows) if r["seed"] < 2 or r["design"] == BETTER]  # 3 seeds of one, 2 of others
+    (root / DOC_STATS_NAME).write_text("".join(stats[i] + "\n" for i in keep), encoding="utf-8")
+    report = write_report(root, plan, [rows[i] for i in keep]).read_text(encoding="utf-8")
+    assert "Power: with 400 test documents and 2 to 3 seeds per design, this study detects" in report
+    assert re.search(r"To resolve the observed lead of `placement=first` over `\S+` \([+-]\S+\) with 80% power: "
+                     r"(about [\d,]+ test documents|no number of test documents would,) at 2 seed\(s\)", report)
+
+
 def test_report_checks_the_papers_directions(tmp_path: Path) -> None:
     """Each of the paper's findings the designs allow: the planted effects replicate one and reverse another."""
     root = tmp_path / "study"
