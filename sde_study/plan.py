@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,10 @@ def differences(old: Plan, new: Plan) -> list[str]:
 
 
 def merge(old: Plan, new: Plan, extend: bool) -> Plan:
-    """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work."""
+    """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work. A race's
+    settings (rule, delta, budget) follow the command: they train nothing, and the race decides again from its cells."""
+    if old.race is not None and new.race is not None:
+        old = replace(old, race=new.race)
     changed = differences(old, new)
     if not changed:
         return old

@@ -118,6 +118,12 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     resumed = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0 and "to train" not in resumed.stdout and "the race is decided" in resumed.stdout
     assert (tmp_path / "race" / "results.jsonl").read_text(encoding="utf-8") == rows
+    # its rule changed on a rerun: the same cells raced again by the other rule, the report says so
+    strict = subprocess.run([*args, "--rule", "strict"], capture_output=True, text=True, timeout=1800)
+    assert strict.returncode == 0, strict.stderr[-2000:]
+    assert "the race's settings changed" in strict.stdout and "'rule': 'strict'" in strict.stdout
+    assert "rule: strict" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
+    assert "eliminating by the **strict** rule" in (tmp_path / "race" / "REPORT.md").read_text(encoding="utf-8")
     # committed without its adapters (no cells/), the race continues elsewhere from its results alone
     import shutil
 
