@@ -2,7 +2,7 @@
 
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
-   of the grid's cells does it train?
+   of the grid's cells does it train? Every committed race is decided again from its own files, as it stands.
 2. Simulation: races of 10 designs x up to 5 seeds whose scores are drawn like the committed one-factor study's
    (its design means, its per-sentence gold counts and false-positive rate, its between-seed variance): the share of
    the grid trained and how often the true best design is among the finalists.
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sde_study.plan import read_plan  # noqa: E402
-from sde_study.race import Cell, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
+from sde_study.race import Cell, Folder, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
 from sde_study.report import summarise  # noqa: E402
 from sde_study.results import load_doc_stats, read_jsonl_rows, with_degeneracy  # noqa: E402
 from sde_tasks.docstats import EXTRACTION, DocStats  # noqa: E402
@@ -57,6 +57,15 @@ def replay(study: Path) -> list[dict]:
                       "cells_fraction": round(trained(state, cells) / sum(1 for c in cells.values() if c.stats), 3),
                       "stopped": state.decided or "the grid has no more cells"})
     return found
+
+
+def committed_race(study: Path) -> dict:
+    """A committed race as its files stand: its decision and finalists, and how many cells it trained."""
+    plan = read_plan(study)
+    state = Folder.read(study, plan).state(plan)
+    return {"study": study.relative_to(REPO).as_posix(), "rule": state.settings.rule,
+            "decided": state.decided or "not decided", "finalists": state.survivors, "cells": cells_used(state),
+            "grid_cells": len(plan.designs) * state.settings.max_seeds}
 
 
 def trained(state, cells: dict) -> int:
@@ -111,12 +120,19 @@ def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_
 
 def main() -> int:
     start = time.perf_counter()
-    replays = [r for study in sorted(REPO.glob("docs/studies/**/study.yaml")) for r in replay(study.parent)]
+    folders = [study.parent for study in sorted(REPO.glob("docs/studies/**/study.yaml"))]
+    grids = [f for f in folders if read_plan(f).race is None]
+    replays = [r for study in grids for r in replay(study)]
     print("Replay of the committed grid studies (cells in seed order):")
     for r in replays:
         print(f"  {r['study']} [{r['rule']}]: grid recommends {r['recommended']}; race finalists "
               f"{r['finalists']}; same winner kept: {r['same_winner']}; cells {r['cells_fraction']:.2f} of the "
               f"grid's; stopped: {r['stopped']}")
+    races = [committed_race(f) for f in folders if f not in grids]
+    print("The committed races, decided again from their files:")
+    for r in races:
+        print(f"  {r['study']} [{r['rule']}]: {r['decided']}; finalists {r['finalists']}; {r['cells']} of the "
+              f"grid's {r['grid_cells']} cells")
     gold, fp_rate, source_means, seed_sd = source_parameters()
     rng = np.random.default_rng(SEED)
     print(f"Simulation source: {len(gold)} sentences, {gold.sum()} gold entities, {fp_rate:.2f} false positives "
@@ -140,6 +156,7 @@ def main() -> int:
     print(f"({time.perf_counter() - start:.0f} s)")
     print(json.dumps({"replay": [{k: r[k] for k in ("study", "rule", "same_winner", "cells_fraction")}
                                  for r in replays],
+                      "races": [{k: r[k] for k in ("study", "rule", "decided", "cells")} for r in races],
                       "simulated": simulated, "null_false_elimination": round(null_wrong / RACES, 3)}))
     return 0
 

@@ -79,6 +79,10 @@ def test_bench_race_meets_the_bars() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replay"] and all(r["same_winner"] for r in result["replay"])
+    for race in result["races"]:  # a committed race's REPORT.md states the decision its files give
+        report = (REPO / race["study"] / "REPORT.md").read_text(encoding="utf-8")
+        decided = "not decided yet" if race["decided"] == "not decided" else race["decided"]
+        assert f"**Decision** ({race['rule']} rule): {decided}" in report, race
     assert result["simulated"]["cells_fraction"] <= 0.70 and result["simulated"]["best_kept"] >= 0.93
     assert result["null_false_elimination"] <= 0.08
 
