@@ -408,7 +408,8 @@ def recommendation_lines(summaries: Summaries) -> list[str]:
                      "`sde study report` on a study folder made by this version.")
     if strict.available:
         lines += ["", verdict_words(paper, strict)]
-    return lines + ["", *paper.power, ""]
+    power = [f"- {s.rule} rule: {line}" for s in (paper, strict) if s.available for line in s.power]
+    return lines + ["", *(power if strict.available else paper.power), ""]
 
 
 def tie_words(summary: Summary) -> str:

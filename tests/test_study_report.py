@@ -71,9 +71,10 @@ def test_report_has_intervals_tests_verdicts_and_power(tmp_path: Path) -> None:
     assert f"paper rule: **`{BETTER}`** (placement=first)" in report
     assert "**Robust**: both scoring rules recommend `placement=first`." in report
     assert "It is better than every other design of the study" in report
-    assert re.search(r"Power: with 400 test documents and 3 seed\(s\), this study detects a true difference of "
+    assert re.search(r"- paper rule: Power: with 400 test documents and 3 seed\(s\), this study detects a true difference of "
                      r"0\.\d{4} f1", report)
     assert "To resolve the observed lead of `placement=first` over" in report
+    assert re.search(r"- strict rule: Power: with 400 test documents and 3 seed\(s\), this study detects", report)
     for plot in ("designs.png", "effects.png"):
         assert (root / "plots" / plot).stat().st_size > 0
 
