@@ -89,7 +89,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     parser.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
     parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                         help="local: this process; slurm: a submitit job array (per rung, in a race); "
-                        "submitit-local: the same on this machine")
+                        "submitit-local: the same on this machine, its workers sharing the cores")
     parser.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
     parser.add_argument("--slurm-partition", help="Slurm partition")

@@ -139,3 +139,15 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     status = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "status", str(tmp_path / "race")],
                             capture_output=True, text=True, timeout=600)
     assert status.returncode == 0 and "done" in status.stdout
+
+
+def test_local_workers_share_the_cores_unbound_and_keep_what_the_user_set() -> None:
+    """Several workers on one machine: each gets its share of the cores (each would count every core free at its
+    start) and vLLM's binding off (it would bind them to the same cores); what the user set wins; one worker gets
+    nothing (Slurm's tasks are not given a share: each has its own allocation)."""
+    from sde_study.executors import local_share
+
+    assert local_share(2, 2, {}) == {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert local_share(3, 16, {}) == {"OMP_NUM_THREADS": "5", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert local_share(4, 2, {"OMP_NUM_THREADS": "2"}) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert local_share(1, 2, {}) == {}
