@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sde_study.plan import read_plan  # noqa: E402
+from sde_study.plan import Plan, read_plan  # noqa: E402
 from sde_study.race import Cell, Folder, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
 from sde_study.report import summarise  # noqa: E402
 from sde_study.results import load_doc_stats, read_jsonl_rows, with_degeneracy  # noqa: E402
@@ -33,9 +33,8 @@ SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"
 RACES, RESAMPLES, DESIGNS, SEEDS, SEED = 200, 500, 10, 5, 0
 
 
-def replay(study: Path) -> list[dict]:
+def replay(study: Path, plan: Plan) -> list[dict]:
     """The race on a committed study's cells, under each rule, against the grid's own recommendation."""
-    plan = read_plan(study)
     rows = read_jsonl_rows(study / "results.jsonl")
     stats = load_doc_stats(study)
     task = plan.lm_eval_tasks[0]
@@ -59,9 +58,8 @@ def replay(study: Path) -> list[dict]:
     return found
 
 
-def committed_race(study: Path) -> dict:
+def committed_race(study: Path, plan: Plan) -> dict:
     """A committed race as its files stand: its decision and finalists, and how many cells it trained."""
-    plan = read_plan(study)
     state = Folder.read(study, plan).state(plan)
     return {"study": study.relative_to(REPO).as_posix(), "rule": state.settings.rule,
             "decided": state.decided or "not decided", "finalists": state.survivors, "cells": cells_used(state),
@@ -120,15 +118,14 @@ def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_
 
 def main() -> int:
     start = time.perf_counter()
-    folders = [study.parent for study in sorted(REPO.glob("docs/studies/**/study.yaml"))]
-    grids = [f for f in folders if read_plan(f).race is None]
-    replays = [r for study in grids for r in replay(study)]
+    plans = {study.parent: read_plan(study.parent) for study in sorted(REPO.glob("docs/studies/**/study.yaml"))}
+    replays = [r for study, plan in plans.items() if plan.race is None for r in replay(study, plan)]
     print("Replay of the committed grid studies (cells in seed order):")
     for r in replays:
         print(f"  {r['study']} [{r['rule']}]: grid recommends {r['recommended']}; race finalists "
               f"{r['finalists']}; same winner kept: {r['same_winner']}; cells {r['cells_fraction']:.2f} of the "
               f"grid's; stopped: {r['stopped']}")
-    races = [committed_race(f) for f in folders if f not in grids]
+    races = [committed_race(study, plan) for study, plan in plans.items() if plan.race is not None]
     print("The committed races, decided again from their files:")
     for r in races:
         print(f"  {r['study']} [{r['rule']}]: {r['decided']}; finalists {r['finalists']}; {r['cells']} of the "

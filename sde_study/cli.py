@@ -212,6 +212,8 @@ def prepare(args: argparse.Namespace, race: dict | None = None):
     plan = build_plan(args, choose_engine(args.engine, existing), race)
     if existing is not None:
         plan = merge(existing, plan, args.extend)
+        if existing.race != plan.race:
+            print(f"{root}: the race's settings changed ({existing.race} -> {plan.race}); it decides again from its cells")
     write_plan(root, plan)
     ensure_task_folder(plan, root)
     ensure_exports(plan, root)
@@ -262,7 +264,6 @@ def finish(root: Path, plan, rows: list[dict], outcome) -> int:
 def _race(args: argparse.Namespace, extra: list[str]) -> int:
     """Rung after rung: the race decides from the finished cells which to train next, until it is decided."""
     from sde_study.executors import execute
-    from sde_study.plan import read_plan
     from sde_study.race import race_state
     from sde_study.results import collect
     from sde_study.work import Outcome
@@ -276,10 +277,7 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     args.seeds = ",".join(str(s) for s in range(args.max_seeds))
     race = {"max_seeds": args.max_seeds, "budget_hours": args.budget_hours, "delta": args.delta, "rule": args.rule}
     root: Path = args.out
-    before = read_plan(root)
     plan = prepare(args, race)
-    if before is not None and before.race != plan.race:
-        print(f"{root}: the race's settings changed ({before.race} -> {plan.race}); it decides again from its cells")
     outcome = Outcome()
     while True:
         collect(root, plan)  # cells a killed race finished before it could collect them count, and are not listed
