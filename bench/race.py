@@ -43,7 +43,7 @@ def replay(study: Path, plan: Plan) -> list[dict]:
     deepest = max(s for _, s in cells) if cells else 0
     for design in plan.designs:  # a design the grid ran with fewer seeds than others leaves when the race needs one
         for seed in range(deepest + 1):
-            cells.setdefault((design, seed), Cell(None, failed="not in the committed grid"))
+            cells.setdefault((design, seed), Cell(None, unusable="not in the committed grid"))
     found = []
     for rule in ("paper", "strict"):
         summary = summarise(rows, plan, stats, None, rule)

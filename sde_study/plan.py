@@ -164,7 +164,10 @@ class WorkItem:
 
 
 def resolve_plan_designs(names: str, family: str) -> list[str]:
-    return [d.id for d in resolve_designs(names, family)]
+    try:
+        return [d.id for d in resolve_designs(names, family)]
+    except UserError as err:
+        raise UserError(f"--designs {names}: {err}") from None
 
 
 def read_plan(root: Path) -> Plan | None:

@@ -4,7 +4,9 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
 
 - Rung 0: every design is trained with one seed. Each later rung adds one seed to every surviving design.
 - After each rung, a design leaves only
-  - with one seed: if a cell of it collapsed (one answer to >= 90% of the documents) or failed;
+  - with one seed: if a cell of it collapsed (one answer to >= 90% of the documents), or failed the same way twice
+    (a failed cell is trained again by the next run: preemption, a lost node or a missing path say nothing of a
+    design, so one failure is never a verdict);
   - from two seeds on: if the current best (the highest mean) is better than it in a one-sided paired comparison
     on the same documents and seeds (sde_tasks.significance: documents resampled, the pooled between-seed
     variance widened to Student's t), with Holm's step-down over the rivals at level alpha / (max_seeds - 1):
@@ -29,8 +31,8 @@ from sde_tasks import significance as sig
 from sde_tasks.docstats import DocStats
 
 SEPARATED, TIE_SET, SEEDS_EXHAUSTED, BUDGET = "separated", "tie set", "seeds exhausted", "budget"
-NONE_LEFT = "no design left (every one collapsed or failed)"
-ONE_LEFT = "one design left (every other one collapsed or failed)"
+NONE_LEFT = "no design left (every one collapsed or failed twice the same way)"
+ONE_LEFT = "one design left (every other one collapsed or failed twice the same way)"
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,29 @@ class RaceSettings:
 
 @dataclass(frozen=True)
 class Cell:
-    """One finished (design, seed) as the race sees it."""
+    """One (design, seed) the race has tried, as it sees it."""
 
-    stats: DocStats | None  # per-document statistics of the headline task (None: the cell failed)
+    stats: DocStats | None  # per-document statistics of the headline task (None: failed, or not kept)
     collapsed: bool = False
     seconds: float = 0.0  # training + evaluation, measured
-    failed: str = ""
+    failures: tuple[str, ...] = ()  # a failed cell's errors, one per failed attempt, oldest first
+    unusable: str = ""  # why a cell without statistics cannot be compared (final), e.g. not in a replayed grid
+
+    @property
+    def failed_twice(self) -> bool:
+        """It failed the same way on its last two attempts: a cause that a rerun does not fix."""
+        return len(self.failures) >= 2 and self.failures[-1] == self.failures[-2]
+
+    @property
+    def to_retry(self) -> bool:
+        """No statistics, and neither unusable nor failed twice the same way: the next run trains it again."""
+        return self.stats is None and not self.unusable and not self.failed_twice
+
+    def out_of_the_race(self) -> str:
+        """Why the cell takes its design out of the race ("" when it does not)."""
+        if self.failed_twice:
+            return f"failed twice the same way ({self.failures[-1]})"
+        return self.unusable if self.stats is None else ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +109,7 @@ def decide(cells: dict[tuple[str, int], Cell], designs: list[str], settings: Rac
     """Replay the race on the cells at hand: every look it has the data for, and what it needs next."""
     state = RaceState(list(designs), settings, survivors=list(designs))
     for rung in range(settings.max_seeds):
-        missing = [(d, rung) for d in state.survivors if (d, rung) not in cells]
+        missing = [(d, rung) for d in state.survivors if (d, rung) not in cells or cells[(d, rung)].to_retry]
         if missing:
             if over_budget(cells, len(missing), settings):
                 state.decided = BUDGET
@@ -125,9 +144,9 @@ def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metri
     left: dict[str, str] = {}
     for d in survivors:
         mine = [cells[(d, s)] for s in range(rung + 1)]
-        failed = next((c.failed for c in mine if c.failed or c.stats is None), None)
-        if failed is not None:
-            left[d] = f"failed ({failed or 'no statistics'})"
+        out = next((why for c in mine if (why := c.out_of_the_race())), "")
+        if out:
+            left[d] = out
         elif any(c.collapsed for c in mine):
             left[d] = "collapsed"
     alive = [d for d in survivors if d not in left]
@@ -180,8 +199,9 @@ def cells_used(state: RaceState) -> int:
 
 
 def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats], task: str,
-                    failures: dict[tuple[str, int], str] | None = None) -> dict[tuple[str, int], Cell]:
-    """The race's view of a study folder: its tuned rows of the headline task, their statistics, and failures."""
+                    failures: dict[tuple[str, int], tuple[str, ...]] | None = None) -> dict[tuple[str, int], Cell]:
+    """The race's view of a study folder: its tuned rows of the headline task, their statistics, and the errors of
+    its failed cells."""
     cells: dict[tuple[str, int], Cell] = {}
     for row in rows:
         if row["kind"] != "tuned" or row["task"] != task:
@@ -189,9 +209,9 @@ def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats]
         stats = doc_stats.get(("tuned", row["design"], row["seed"], None, task))
         seconds = float(row.get("train_seconds", 0) or 0) + float(row.get("eval_seconds", 0) or 0)
         cells[(row["design"], row["seed"])] = Cell(stats, bool(row.get("collapsed")), seconds,
-                                                   "" if stats is not None else "no per-document statistics")
-    for key, error in (failures or {}).items():
-        cells.setdefault(key, Cell(None, failed=error))
+                                                   unusable="" if stats is not None else "no per-document statistics")
+    for key, errors in (failures or {}).items():
+        cells.setdefault(key, Cell(None, failures=errors))
     return cells
 
 
@@ -216,7 +236,7 @@ class Folder:
         task = plan.lm_eval_tasks[0]
         rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
                 if r["kind"] == "tuned" and r["task"] == task]
-        failures = {(item.design, item.seed): state.get("error", "failed") for item in plan.items()
+        failures = {(item.design, item.seed): tuple(state["errors"]) for item in plan.items()
                     if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
         return cls(rows, cells_from_rows(rows, load_doc_stats(root), task, failures), headline(rows[0]) if rows else plan.resolved_task().family.primary)
 
@@ -244,7 +264,8 @@ def race_lines(root, plan, short) -> list[str]:
              f"each look, one-sided), δ {settings.delta}"
              + (f", budget {settings.budget_hours} h" if settings.budget_hours else "") + ". Rung 0 trains every "
              "design with one seed; each later rung adds a seed to the designs still in; with one seed only collapsed "
-             "or failed designs leave; from two seeds on a design leaves when the best design is better than it in a "
+             "designs, and designs whose cell failed twice the same way, leave (a failed cell is trained again); "
+             "from two seeds on a design leaves when the best design is better than it in a "
              "paired comparison (documents and seeds); the best never leaves. The race stops when the best is "
              "separated from every rival, when the survivors lie within ±δ of it, when the seeds run out, or when "
              "the budget would be passed.", "",

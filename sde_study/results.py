@@ -15,7 +15,8 @@ DOC_STATS_NAME = "docstats.jsonl"  # per-document statistics of every evaluated 
 
 
 def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
-    """{"status": done | running | failed | to do, ...}; an item is `running` only while a worker holds its lock."""
+    """{"status": done | running | failed | to do, ...}; an item is `running` only while a worker holds its lock. A
+    failed item has its `error`, and `errors`: one per failed attempt, oldest first."""
     folder = item.folder(root)
     if (folder / RESULT).is_file():
         return {"status": "done"}
@@ -24,7 +25,8 @@ def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
     except (OSError, ValueError):
         return {"status": "to do"}
     if state.get("status") == "failed":
-        return {"status": "failed", "error": state.get("error", "")}
+        error = state.get("error", "")
+        return {"status": "failed", "error": error, "errors": state.get("errors") or [error]}
     if state.get("status") == "running":
         if is_locked(folder):
             return {"status": "running", "where": f"pid {state.get('pid')} on {state.get('host')}"}
@@ -160,13 +162,16 @@ def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
     return done
 
 
-def status_lines(root: Path, plan: Plan) -> list[str]:
+def status_lines(root: Path, plan: Plan, queue: dict[str, str] | None = None) -> list[str]:
+    """One line per item (its state, and where `queue` has it, its Slurm array task), after a summary line."""
     counts: dict[str, int] = {}
     lines = []
     for item in plan.items():
         state = item_state(root, item)
         counts[state["status"]] = counts.get(state["status"], 0) + 1
         detail = state.get("error") or state.get("where") or state.get("note") or ""
-        lines.append(f"  {state['status']:<8} {item.id}" + (f"  ({detail})" if detail else ""))
+        job = (queue or {}).get(item.id)
+        lines.append(f"  {state['status']:<8} {item.id}" + (f"  ({detail})" if detail else "")
+                     + (f"  [{job}]" if job else ""))
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "to do"))
     return [f"{root}: {plan.task}, {len(plan.designs)} design(s) x {len(plan.seeds)} seed(s): {summary}", *lines]

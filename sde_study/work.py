@@ -75,13 +75,14 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> Outco
 def run_item(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> str | None:
     """Run one item the caller holds the lock of: its result.json when it succeeds, else the failure in words."""
     folder = item.folder(root)
-    set_state(folder, "running")
+    errors = earlier_errors(folder)
+    set_state(folder, "running", errors=errors)
     try:
         rows, stats = (run_cell(root, plan, item, engine, nproc_per_node) if item.kind == "cell"
                        else run_signals(root, plan, item, engine))
     except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
         message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
-        set_state(folder, "failed", error=message, traceback=traceback.format_exc())
+        set_state(folder, "failed", error=message, errors=[*errors, message], traceback=traceback.format_exc())
         return f"{item.id}: {message}"
     write_atomic(folder / RESULT, json.dumps({"rows": rows, "doc_stats": stats}, ensure_ascii=False,
                                              separators=(",", ":")) + "\n")
@@ -114,6 +115,15 @@ def is_locked(folder: Path) -> bool:
         return False
     with claimed(folder) as mine:
         return not mine
+
+
+def earlier_errors(folder: Path) -> list[str]:
+    """The errors of the item's earlier failed attempts (the race gives up on a cell that failed twice the same way)."""
+    try:
+        errors = json.loads((folder / STATE).read_text(encoding="utf-8")).get("errors", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(e) for e in errors] if isinstance(errors, list) else []
 
 
 def set_state(folder: Path, status: str, **extra: Any) -> None:

@@ -3,6 +3,7 @@ stops, and its calibration (bench/race.py replays the committed studies and simu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_a_race_resumes_from_the_cells_it_has() -> None:
     assert (first.cells, first.hours) == (3, 3 * 60 / 3600)  # rung 0's cells only, not ("a", 1) trained after it
 
 
+def test_a_failure_is_never_a_verdict_but_the_same_failure_twice_is() -> None:
+    """A failed cell (preempted, a lost node, a missing path) is trained again, however far behind its design is;
+    its design leaves only when the cell failed the same way on two attempts, and the trace says so."""
+    cells = grid({"a": 0.7, "b": 0.2, "c": 0.65}, seeds=2)
+    once = {**cells, ("b", 0): Cell(None, failures=("OSError: node lost",))}
+    state = decide({k: v for k, v in once.items() if k[1] == 0}, ["a", "b", "c"], RaceSettings(max_seeds=2), "f1",
+                   resamples=1000)
+    assert state.decided is None and not state.looks and state.next_cells == [("b", 0)]
+    differently = {**once, ("b", 0): Cell(None, failures=("OSError: node lost", "RuntimeError: preempted"))}
+    assert decide(differently, ["a", "b", "c"], RaceSettings(max_seeds=2), "f1", resamples=1000).next_cells == [("b", 0)]
+    twice = {**cells, ("b", 0): Cell(None, failures=("OSError: no model", "OSError: no model"))}
+    state = decide(twice, ["a", "b", "c"], RaceSettings(max_seeds=2), "f1", resamples=1000)
+    assert state.looks[0].left == {"b": "failed twice the same way (OSError: no model)"}
+    assert "b" not in state.survivors and state.decided
+
+
 def test_budget_and_tie_stops() -> None:
     cells = grid({"a": 0.5, "b": 0.5}, seeds=4, seconds=1800.0)
     partial = {k: v for k, v in cells.items() if k[1] < 2}
@@ -87,14 +104,35 @@ def test_bench_race_meets_the_bars() -> None:
     assert result["null_false_elimination"] <= 0.08
 
 
-@pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--delta", "-1"), ("--budget-hours", "0")])
+@pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--max-seeds", "1"), ("--delta", "-1"),
+                                        ("--budget-hours", "0"), ("--budget-hours", "nan"), ("--delta", "nan"), ("--designs", "es-sde"), ("--workers", "0"),
+                                        ("--slurm-time", "0"), ("--slurm-gpus-per-node", "-1"),
+                                        ("--nproc-per-node", "0"), ("--designs", "no-such-design")])
 def test_race_flags_are_checked_before_anything_is_written(tiny_model_dir: Path, tmp_path: Path, flag: str,
                                                             value: str) -> None:
     done = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "race", "--model", str(tiny_model_dir),
                            "--task", "ner", "--designs", "es-sde,ew-sde", "--out", str(tmp_path / "race"), flag, value],
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2 and "Traceback" not in done.stderr and flag in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr and flag in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "race").exists()
+
+
+def test_a_race_whose_cells_fail_says_so_exits_non_zero_and_retries_them(tmp_path: Path) -> None:
+    """A model that is nowhere: both cells fail; the race names them and exits 1 (not "decided"); the rerun trains
+    them again, and only then, failed twice the same way, the designs leave, still with exit 1 and no report."""
+    args = [sys.executable, "-m", "sde_datagen.cli", "study", "race", "--model", "nowhere/nothing-here", "--task", "ner",
+            "--designs", "es-sde,ew-sde", "--train-size", "4", "--eval-limit", "2", "--max-steps", "1", "--engine", "hf",
+            "--out", str(tmp_path / "race")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr[-2000:]
+    assert "the race is not decided yet" in first.stdout and "2 failure(s)" in first.stderr
+    assert first.stderr.count("sde study: failed: ") == 2 and "first-nomi-lines-pu-text-none/seed-0" in first.stderr
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert "race rung 0: 2 cell(s) to train" in second.stdout  # tried again, not taken as a verdict
+    assert second.returncode == 1 and "the race is decided: no design left" in second.stdout
+    assert not (tmp_path / "race" / "REPORT.md").exists() and "fatal:" not in second.stderr
 
 
 def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(tiny_model_dir: Path,
@@ -145,9 +183,25 @@ def test_local_workers_share_the_cores_unbound_and_keep_what_the_user_set() -> N
     """Several workers on one machine: each gets its share of the cores (each would count every core free at its
     start) and vLLM's binding off (it would bind them to the same cores); what the user set wins; one worker gets
     nothing (Slurm's tasks are not given a share: each has its own allocation)."""
-    from sde_study.executors import local_share
+    from sde_study.executors import local_shares
 
-    assert local_share(2, 2, {}) == {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    assert local_share(3, 16, {}) == {"OMP_NUM_THREADS": "5", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    assert local_share(4, 2, {"OMP_NUM_THREADS": "2"}) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    assert local_share(1, 2, {}) == {}
+    unbound = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert local_shares(2, 2, {}, []) == [unbound, unbound]
+    assert local_shares(3, 16, {}, []) == [{"OMP_NUM_THREADS": "5", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}] * 3
+    assert local_shares(4, 2, {"OMP_NUM_THREADS": "2"}, []) == [{"VLLM_CPU_OMP_THREADS_BIND": "nobind"}] * 4
+    assert local_shares(1, 2, {}, ["0", "1"]) == [{}]
+
+
+def test_local_workers_each_get_their_own_gpus() -> None:
+    """On a machine with several GPUs each worker sees its own (an equal block each; round-robin when there are
+    more workers than GPUs), and its share of the cores; the device list is CUDA_VISIBLE_DEVICES where set."""
+    from sde_study.executors import local_shares, visible_gpus
+
+    devices = visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    assert devices == ["0", "1", "2", "3"]
+    four = local_shares(4, 16, {}, devices)
+    assert [w["CUDA_VISIBLE_DEVICES"] for w in four] == ["0", "1", "2", "3"]
+    assert all(w["OMP_NUM_THREADS"] == "4" for w in four)
+    assert [w["CUDA_VISIBLE_DEVICES"] for w in local_shares(2, 16, {}, devices)] == ["0,1", "2,3"]
+    assert [w["CUDA_VISIBLE_DEVICES"] for w in local_shares(3, 6, {}, ["4", "7"])] == ["4", "7", "4"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
