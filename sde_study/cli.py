@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     race = actions.add_parser("race", help=RACE_HELP, description=RACE_HELP)
     add_study_arguments(race, analysis=False)
-    race.add_argument("--max-seeds", type=int, default=5, help="seeds per design at most (default 5)")
+    race.add_argument("--max-seeds", type=int, default=5, help="seeds per design at most, 2 or more (default 5)")
     race.add_argument("--budget-hours", type=float, help="stop before a rung that would pass this much measured "
                       "training + evaluation time (default: no budget)")
     race.add_argument("--delta", type=float, default=0.0, help="differences smaller than this are ties: the race "
@@ -39,7 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "paper; the report gives the verdict under both)")
     race.set_defaults(handler=_race)
 
-    status = actions.add_parser("status", help="list the work items as done / running / failed / to do")
+    status = actions.add_parser("status", help="list the work items as done / running / failed / to do, with the "
+                                "Slurm array task of each item still in the queue")
     status.add_argument("dir", type=Path, metavar="DIR")
     status.set_defaults(handler=_status)
 
@@ -92,9 +94,11 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         "submitit-local: the same on this machine, its workers sharing the cores")
     parser.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
-    parser.add_argument("--slurm-partition", help="Slurm partition")
-    parser.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default --nproc-per-node)")
-    parser.add_argument("--slurm-time", type=int, default=24 * 60, help="minutes per array task (default 1440)")
+    parser.add_argument("--slurm-partition", help="Slurm partition (default: the cluster's default partition)")
+    parser.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default: --nproc-per-node where "
+                        "the partition has GPUs, else 0)")
+    parser.add_argument("--slurm-time", type=int, help="minutes per array task (default 1440, or the partition's "
+                        "time limit when it is shorter)")
     parser.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
 
 
@@ -152,8 +156,7 @@ def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
     if args.task_spec and not args.data:
         raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
     check_model(args.model)
-    for flag in ("eval_limit", "signal_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size",
-                 "nproc_per_node", "workers"):
+    for flag in ("eval_limit", "signal_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "icl_shots" else 1):
             raise UserError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'icl_shots' else 1}")
@@ -162,6 +165,9 @@ def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
     task = get_task(args.task_spec or args.task)
     spec = task.spec()
     designs, seeds = resolve_plan_designs(args.designs, spec.family), _seeds(args.seeds)
+    if race is not None and len(designs) < 2:
+        raise UserError(f"--designs {args.designs}: a race needs at least two designs (this names {len(designs)}); "
+                        "`sde study run` trains and evaluates one")
     train = train_settings(args.train_config, args.max_steps)
     user_tasks = None if task.builtin else list(task.lm_eval_tasks)
     return Plan(model=args.model, task=spec.name if args.task_spec else args.task, designs=designs, seeds=seeds,
@@ -233,10 +239,12 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.work import is_done
 
     root: Path = args.out
+    options = executor_options(args)
+    slurm = options.check()
     plan = prepare(args)
     todo = [item.id for item in plan.items() if not is_done(root, item)]
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
-    outcome = execute(root, todo, executor_options(args))
+    outcome = execute(root, todo, options, slurm)
     return finish(root, plan, collect(root, plan), outcome)
 
 
@@ -255,8 +263,9 @@ def finish(root: Path, plan, rows: list[dict], outcome) -> int:
         print(f"wrote {write_report(root, plan, rows)}")
     if outcome.failures:
         print("\n".join(status_lines(root, plan)), file=sys.stderr)
-        print(f"sde study: {len(outcome.failures)} item(s) failed; fix the cause and rerun the same command",
-              file=sys.stderr)
+        print("\n".join(f"sde study: failed: {failure}" for failure in outcome.failures), file=sys.stderr)
+        print(f"sde study: {len(outcome.failures)} failure(s), no report written; fix the cause and rerun the same "
+              "command (it runs what is not done)", file=sys.stderr)
         return 1
     return 3 if outcome.elsewhere else 0
 
@@ -268,15 +277,17 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.results import collect
     from sde_study.work import Outcome
 
-    for flag in ("max_seeds", "budget_hours"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be more than 0")
-    if args.delta < 0:
-        raise UserError("--delta must be 0 or more")
+    if args.max_seeds < 2:
+        raise UserError("--max-seeds must be at least 2 (a race compares designs from their second seed on)")
+    if args.budget_hours is not None and not (0 < args.budget_hours < math.inf):
+        raise UserError(f"--budget-hours {args.budget_hours}: give a number of hours more than 0")
+    if not 0 <= args.delta < math.inf:
+        raise UserError(f"--delta {args.delta}: give a margin of 0 or more")
     args.seeds = ",".join(str(s) for s in range(args.max_seeds))
     race = {"max_seeds": args.max_seeds, "budget_hours": args.budget_hours, "delta": args.delta, "rule": args.rule}
     root: Path = args.out
+    options = executor_options(args)
+    slurm = options.check()
     plan = prepare(args, race)
     outcome = Outcome()
     while True:
@@ -287,21 +298,30 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
             break
         print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
               f"({', '.join(todo)})")
-        step = execute(root, todo, executor_options(args))
+        step = execute(root, todo, options, slurm)
         outcome = outcome.add(step)
-        if step.elsewhere:
+        if step.failures:  # a failure is never a verdict: the rung waits for the rerun, which trains them again
+            print(f"{root}: the race stops here: {len(step.failures)} failure(s) this rung; rerun the command to "
+                  "train the failed cells again (a cell that fails the same way twice takes its design out)")
+        if step.elsewhere or step.failures:
+            collect(root, plan)
+            state = race_state(root, plan)
             break
     print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
           f"finalists: {', '.join(state.survivors)}")
-    return finish(root, plan, collect(root, plan), Outcome(outcome.failures if not state.decided else [],
-                                                           outcome.elsewhere))
+    return finish(root, plan, collect(root, plan), outcome)
 
 
 def _status(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.plan import require_plan
+    from sde_study.queue import queue_notes
     from sde_study.results import status_lines
 
-    print("\n".join(status_lines(args.dir, require_plan(args.dir))))
+    plan = require_plan(args.dir)
+    queue, unreachable = queue_notes(args.dir)
+    print("\n".join(status_lines(args.dir, plan, queue)))
+    if unreachable:
+        print(f"sde study: {unreachable}", file=sys.stderr)
     return 0
 
 

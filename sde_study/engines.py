@@ -12,6 +12,7 @@ and `lm_eval_command()` (with an engine's `model_args()`) is the `lm_eval` comma
 from __future__ import annotations
 
 import contextlib
+import logging
 import itertools
 import json
 import os
@@ -35,12 +36,17 @@ def vllm_problem() -> str | None:
 
     if find_spec("vllm") is None:
         return "vLLM is not installed"
+    logger = logging.getLogger("vllm")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # quiet while it imports: what it logs then (Triton, its platform) is not news
     try:
         with own_environment():
             import vllm  # noqa: F401
             from lm_eval.models import vllm_causallms  # noqa: F401
     except Exception as err:  # a broken install: say what broke, evaluate with hf
         return f"vLLM does not import ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    finally:
+        logger.setLevel(level)
     return None
 
 

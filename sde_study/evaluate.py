@@ -5,11 +5,13 @@ into a temp folder renamed into place when complete.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sde_datagen.tasks import Task
 from sde_files import atomic_folder
@@ -48,11 +50,12 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
         tracker = EvaluationTracker(output_path=str(tmp))
         # Only the task folder is indexed (lm-eval's own thousands of tasks take ~10 s to index).
         manager = TaskManager(include_path=include_path or str(tasks_dir()), include_defaults=False, metadata=metadata)
-        results = simple_evaluate(
-            model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, log_samples=True,
-            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-            evaluation_tracker=tracker, apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
-            task_manager=manager, metadata=metadata)
+        with quiet_git_hash():
+            results = simple_evaluate(
+                model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, log_samples=True,
+                gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                evaluation_tracker=tracker, apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
+                task_manager=manager, metadata=metadata)
         samples = results.pop("samples")
         tracker.save_results_aggregated(results=results, samples=samples)
         for name in results["configs"]:
@@ -61,6 +64,28 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
     runs = {name: logged_run(samples[name], task) for name in tasks}
     scores = {name: {**metrics_of(results, name), **runs[name][1].as_json()} for name in tasks}
     return Evaluation(scores, {name: runs[name][0] for name in tasks}, seconds, out)
+
+
+@contextlib.contextmanager
+def quiet_git_hash() -> Iterator[None]:
+    """lm-eval records the commit of the working directory with `git describe`, whose stderr (`fatal: not a git
+    repository` outside one) would reach the user's terminal at every cell: the same record, with git kept quiet."""
+    from lm_eval import evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    def commit() -> str | None:
+        try:
+            done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            done = None
+        return done.stdout.strip() if done is not None and done.returncode == 0 else get_commit_from_path(os.getcwd())
+
+    loud = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = commit
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = loud
 
 
 def generated(folder: Path) -> list[str | None]:

@@ -140,8 +140,11 @@ def test_closed_pipe_and_ctrl_c_end_quietly(tmp_path):
     shown = subprocess.run(f"{SDE} data show --task ner --split test -n 1400 | head -n 1", shell=True,
                            capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
     assert shown.stdout.startswith("── sample 1/1400") and "Traceback" not in shown.stderr and shown.stderr == ""
+    # Ctrl-C as a terminal delivers it: to a process that takes SIGINT's default (a shell running the suite in the
+    # background without job control makes its children ignore it, and Python keeps an inherited "ignore")
     proc = subprocess.Popen([SDE, "data", "export", "--task", "ner", "--designs", "grid", "--out", str(tmp_path / "g")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = time.monotonic()
     while not any(tmp_path.iterdir()):  # interrupt once the export is writing its temp folder
         assert proc.poll() is None, "the export ended before it wrote anything"
