@@ -61,7 +61,20 @@ class Worker(submitit.helpers.Checkpointable):
 
     def __call__(self, root: str, item_ids: list[str], nproc_per_node: int, environment: dict[str, str]) -> Outcome:
         os.environ.update(environment)
+        os.environ.update(allocation_share(os.environ, len(os.sched_getaffinity(0))))
         return run_items(Path(root), item_ids, nproc_per_node)
+
+
+def allocation_share(environment: Mapping[str, str], visible_cores: int) -> dict[str, str]:
+    """In a Slurm job that can run on more cores than it was given (a cluster without CPU affinity or cgroups, such
+    as scripts/slurm-cluster.sh), its own cores' worth of threads (SLURM_CPUS_ON_NODE), unbound, as local workers
+    get: two array tasks of one CPU each, each counting both cores free at its start, ran 2 threads each on 2 cores
+    and trained at a third of their speed. What the user set stays."""
+    allocated = environment.get("SLURM_CPUS_ON_NODE", "")
+    if not allocated.isdigit() or not 0 < int(allocated) < visible_cores:
+        return {}
+    share = {"OMP_NUM_THREADS": allocated, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    return {k: v for k, v in share.items() if k not in environment}
 
 
 def local_shares(workers: int, cores: int, environment: Mapping[str, str], gpus: list[str]) -> list[dict[str, str]]:

@@ -205,3 +205,16 @@ def test_local_workers_each_get_their_own_gpus() -> None:
     assert [w["CUDA_VISIBLE_DEVICES"] for w in local_shares(2, 16, {}, devices)] == ["0,1", "2,3"]
     assert [w["CUDA_VISIBLE_DEVICES"] for w in local_shares(3, 6, {}, ["4", "7"])] == ["4", "7", "4"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_a_slurm_task_not_confined_to_its_cpus_uses_only_its_share() -> None:
+    """A Slurm job given 1 CPU that can run on 2 (no affinity on the cluster) uses 1 thread, unbound; a job confined to
+    its CPUs, a job outside Slurm, and what the user set are left alone."""
+    from sde_study.executors import allocation_share
+
+    assert allocation_share({"SLURM_CPUS_ON_NODE": "1"}, 2) == {"OMP_NUM_THREADS": "1",
+                                                                "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert allocation_share({"SLURM_CPUS_ON_NODE": "4"}, 4) == {}
+    assert allocation_share({}, 2) == {}
+    assert allocation_share({"SLURM_CPUS_ON_NODE": "1", "OMP_NUM_THREADS": "2"}, 2) == {
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
