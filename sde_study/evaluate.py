@@ -27,6 +27,7 @@ class Evaluation:
     doc_stats: dict[str, DocStats]
     seconds: float
     logs: Path
+    top_answers: dict[str, str]  # each task's most common output (a collapsed run gives it to nearly every document)
 
 
 def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path, *,
@@ -63,7 +64,8 @@ def run_lm_eval(lm, tasks: tuple[str, ...], metadata: dict[str, Any], out: Path,
         seconds = time.perf_counter() - start
     runs = {name: logged_run(samples[name], task) for name in tasks}
     scores = {name: {**metrics_of(results, name), **runs[name][1].as_json()} for name in tasks}
-    return Evaluation(scores, {name: runs[name][0] for name in tasks}, seconds, out)
+    return Evaluation(scores, {name: runs[name][0] for name in tasks}, seconds, out,
+                      {name: runs[name][1].top_answer for name in tasks})
 
 
 @contextlib.contextmanager

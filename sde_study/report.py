@@ -311,10 +311,15 @@ def collapsed_lines(rows: list[dict]) -> list[str]:
     cells = [r for r in rows if r["kind"] == "tuned" and r.get("collapsed")]
     if not cells:
         return []
-    named = ", ".join(f"`{short(r['design'])}` seed {r['seed']} on {r['task']} ({r['top_answer_share']:.0%} one answer)"
+    named = ", ".join(f"`{short(r['design'])}` seed {r['seed']} on {r['task']} ({r['top_answer_share']:.0%} one answer"
+                      + (f"; {r['top_answer_train_share']:.0%} of the training answers are that answer, "
+                         f"{r['steps']} optimizer steps" if "top_answer_train_share" in r else "") + ")"
                       for r in cells)
+    cause = any("top_answer_train_share" in r for r in cells)
     return ["", f"**Collapsed cells** (one answer covers ≥ 90% of the documents while the gold answers vary): {named}. "
-            "A design with a collapsed cell is never called tied with the best."]
+            "A design with a collapsed cell is never called tied with the best."
+            + (" A model that gives the most frequent training answer to every document has learned only that "
+               "answer: train on more records, for more steps, or at a higher learning rate." if cause else "")]
 
 
 def effect_lines(summaries: Summaries, has_base: bool) -> list[str]:

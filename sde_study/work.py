@@ -219,9 +219,21 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
     keep_samples(root, item, found.logs)
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
-             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command}
+             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command,
+             **(collapse_evidence(root, item, found.top_answers[task]) if metrics.get("collapsed") else {})}
             for task, metrics in found.scores.items()]
     return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
+
+
+def collapse_evidence(root: Path, item: WorkItem, top_answer: str) -> dict[str, Any]:
+    """What a collapsed cell's training data says of its one answer: the share of the training answers that are
+    that very answer (a model that learned only the most frequent answer gives it everywhere)."""
+    from sde_study.exports import export_dir
+    from sde_train.data import load_rows
+
+    answers = [" ".join(str(r["completion"]).split()) for r in load_rows(str(export_dir(root, item.design)),
+                                                                          item.design, "train")]
+    return {"top_answer": top_answer, "top_answer_train_share": answers.count(top_answer) / len(answers) if answers else 0.0}
 
 
 def keep_samples(root: Path, item: WorkItem, logs: Path) -> None:

@@ -160,3 +160,28 @@ def test_committed_reports_give_each_designs_strict_f1_as_its_docstats_do(study:
         row = re.search(rf"^\| `{design}`[^|]*\| [^|]+ \| (\d\.\d{{4}}) ", report, re.M)
         assert row, design
         assert row[1] == f"{np.mean(values):.4f}", design
+
+
+def test_a_collapsed_cell_is_reported_with_what_its_training_data_says(tmp_path: Path) -> None:
+    """A collapsed cell's one answer is looked up among its design's training answers: the report says how many of
+    them it is, and after how many optimizer steps (the next user's first clue to a collapse)."""
+    from sde_study.exports import ensure_exports
+    from sde_study.plan import Plan, WorkItem
+    from sde_study.report import collapsed_lines
+    from sde_study.work import collapse_evidence
+
+    design = "first-nomi-lines-pu-text-none"
+    plan = Plan(model="m", task="ed", designs=[design], seeds=[0], train_size=40, analysis=False)
+    ensure_exports(plan, tmp_path)
+    nothing = " ".join(f"{t}: NONE" for t in plan.resolved_task().spec().target_names)
+    evidence = collapse_evidence(tmp_path, WorkItem("cell", design, 0), nothing)
+    from sde_train.data import load_rows
+
+    answers = [" ".join(r["completion"].split()) for r in load_rows(str(tmp_path / "data" / design), design, "train")]
+    assert 0 < answers.count(nothing) < 40 and evidence == {"top_answer": nothing,
+                                                          "top_answer_train_share": answers.count(nothing) / 40}
+    row = {"kind": "tuned", "design": design, "seed": 0, "task": "sde_ed", "collapsed": True, "top_answer_share": 0.99,
+           "steps": 10, **evidence}
+    line = "\n".join(collapsed_lines([row]))
+    assert f"99% one answer; {evidence['top_answer_train_share']:.0%} of the training answers are that answer, 10 " \
+           "optimizer steps" in line and "train on more records" in line
