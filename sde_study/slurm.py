@@ -11,7 +11,6 @@ back from the queue.
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import tempfile
 import time
@@ -147,8 +146,8 @@ class QueueWatcher(SlurmInfoWatcher):
     """submitit's job watcher, reading states from squeue instead of sacct (see the module's docstring)."""
 
     def _make_command(self) -> list[str] | None:
-        to_check = sorted({x.split("_")[0] for x in self._registered - self._finished})
-        return ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(to_check)] if to_check else None
+        to_check = self._registered - self._finished
+        return squeue_command(to_check) if to_check else None
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         text = string.decode() if isinstance(string, bytes) else string
@@ -174,6 +173,11 @@ class QueueWatcher(SlurmInfoWatcher):
                 self._finished.add(job_id)
 
 
+def squeue_command(job_ids) -> list[str]:
+    """squeue listing the jobs (array tasks one per line, finished ones too while Slurm keeps them) as id|state|nodes."""
+    return ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))]
+
+
 def squeue(command: list[str]) -> str:
     """squeue's listing; empty when none of the jobs asked for is known any more (squeue then fails)."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=QUEUE_TIMEOUT_S)
@@ -195,12 +199,11 @@ def watch_the_queue() -> None:
 
 def queued(job_ids: list[str]) -> dict[str, dict[str, str]]:
     """squeue's view of these jobs ({job id: JobID, State, NodeList}); jobs it no longer lists are absent."""
-    mains = sorted({j.split("_")[0] for j in job_ids})
     try:
-        text = squeue(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(mains)])
+        text = squeue(squeue_command(job_ids))
     except FileNotFoundError:
         raise UserError("squeue: no Slurm on this machine (squeue not found)") from None
     except subprocess.TimeoutExpired:
         raise UserError(f"squeue: the scheduler did not answer in {QUEUE_TIMEOUT_S} s") from None
     entries = [queue_entry(line) for line in text.splitlines() if line.count("|") == 2]
-    return {e["JobID"]: e for e in entries if re.sub(r"\[.*\]$", "", e["JobID"]) in job_ids}
+    return {e["JobID"]: e for e in entries if e["JobID"] in job_ids}

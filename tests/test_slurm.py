@@ -213,3 +213,11 @@ def test_status_says_when_the_scheduler_is_unreachable(cluster, tmp_path) -> Non
     assert done.returncode == 0 and "to do    first-nomi-lines-pu-text-none/seed-0" in done.stdout
     assert "the scheduler is unreachable (squeue failed: slurm_load_jobs error: Unable to contact slurm controller)" \
            in done.stderr
+
+
+def test_slurm_time_limits_read_as_minutes() -> None:
+    from sde_study.slurm import minutes
+
+    assert [minutes(t) for t in ("12:00:00", "1-00:00:00", "30", "30:00", "1-12", "2-03:04", "00:10:30")] == [
+        720, 1440, 30, 30, 2160, 3064, 11]
+    assert minutes("infinite") is None and minutes("UNLIMITED") is None
