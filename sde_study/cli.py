@@ -91,7 +91,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     parser.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
     parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                         help="local: this process; slurm: a submitit job array (per rung, in a race); "
-                        "submitit-local: the same on this machine, its workers sharing the cores")
+                        "submitit-local: the same on this machine, its workers sharing the cores, each with its own "
+                        "GPUs where there are several (default local)")
     parser.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
     parser.add_argument("--slurm-partition", help="Slurm partition (default: the cluster's default partition)")
@@ -99,7 +100,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         "the partition has GPUs, else 0)")
     parser.add_argument("--slurm-time", type=int, help="minutes per array task (default 1440, or the partition's "
                         "time limit when it is shorter)")
-    parser.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
+    parser.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once (default: as many "
+                        "as the cluster runs)")
 
 
 def _seeds(text: str) -> list[int]:
