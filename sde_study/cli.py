@@ -49,6 +49,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument("dir", type=Path, metavar="DIR")
     report.set_defaults(handler=_report)
 
+    compare = actions.add_parser("compare", help="do the designs rank the same way across studies? Kendall's W and "
+                                 "each pair's direction per task and rule, from the committed files (writes nothing)")
+    compare.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="study folders (a study with several "
+                         "tasks, such as MASA in and out of domain, counts each task)")
+    compare.set_defaults(handler=_compare)
+
     submit = actions.add_parser("submit", help="every full-test-set cell -> a leaderboard submission (validated)")
     submit.add_argument("dir", type=Path, metavar="DIR")
     submit.add_argument("--board", type=Path, default=Path("leaderboards"), help="board folder (default: %(default)s)")
@@ -335,6 +341,13 @@ def _report(args: argparse.Namespace, extra: list[str]) -> int:
     plan = require_plan(args.dir)
     path = write_report(args.dir, plan, collect(args.dir, plan))
     print(f"wrote {path} and {args.dir / 'plots'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from sde_study.compare import compare_lines
+
+    print("\n".join(compare_lines(args.dirs)))
     return 0
 
 

@@ -123,7 +123,7 @@ def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_si
             summary.losses.setdefault(r["design"], []).append(r["final_loss"])
     for task in summary.tasks:
         mine = [r for r in tuned if r["task"] == task]
-        runs = {d: [s.under(rule) for s in group] for d, group in _runs(mine, doc_stats).items()}
+        runs = {d: [s.under(rule) for s in group] for d, group in design_runs(mine, doc_stats).items()}
         if not runs and rule != PAPER:
             return summary
         reps = sig.replicates(runs) if runs else {}
@@ -153,7 +153,7 @@ def _findings(summary: Summary, task: str, reps: dict) -> list[Finding]:
     return [Finding(d, c, p, direction_verdict(d, sig.verdict(c.delta, p))) for d, c, p in zip(tested, comparisons, adjusted)]
 
 
-def _runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:
+def design_runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:
     """design -> its runs' per-document statistics, by seed; {} unless every row has them on the same documents."""
     runs: dict[str, list] = {}
     for r in sorted(rows, key=lambda r: (r["design"], r["seed"])):
