@@ -26,7 +26,9 @@ sys.path.insert(0, str(REPO))
 from sde_study.plan import Plan, read_plan  # noqa: E402
 from sde_study.race import Cell, Folder, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
 from sde_study.report import summarise  # noqa: E402
-from sde_study.results import load_doc_stats, read_jsonl_rows, with_degeneracy  # noqa: E402
+from sde_study.folder import StudyFolder  # noqa: E402
+from sde_study.results import with_degeneracy  # noqa: E402
+from sde_tasks.rules import RULES  # noqa: E402
 from sde_tasks.docstats import EXTRACTION, DocStats  # noqa: E402
 
 SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"
@@ -35,8 +37,8 @@ RACES, RESAMPLES, DESIGNS, SEEDS, SEED = 200, 500, 10, 5, 0
 
 def replay(study: Path, plan: Plan) -> list[dict]:
     """The race on a committed study's cells, under each rule, against the grid's own recommendation."""
-    rows = read_jsonl_rows(study / "results.jsonl")
-    stats = load_doc_stats(study)
+    rows = StudyFolder(study).read_rows()
+    stats = StudyFolder(study).read_doc_stats()
     task = plan.lm_eval_tasks[0]
     rows = with_degeneracy(study, plan, rows)  # runaway and collapse from the logged samples, where kept
     cells = cells_from_rows(rows, stats, task)
@@ -45,7 +47,7 @@ def replay(study: Path, plan: Plan) -> list[dict]:
         for seed in range(deepest + 1):
             cells.setdefault((design, seed), Cell(None, unusable="not in the committed grid"))
     found = []
-    for rule in ("paper", "strict"):
+    for rule in RULES:
         summary = summarise(rows, plan, stats, None, rule)
         recommended = summary.best if summary.best not in summary.collapsed else None  # all collapsed: none
         settings = RaceSettings(max_seeds=deepest + 1, rule=rule)
@@ -74,7 +76,7 @@ def trained(state, cells: dict) -> int:
 def source_parameters() -> tuple[np.ndarray, float, list[float], float]:
     """Gold counts per sentence, false positives per sentence, design means and the pooled seed SD of the
     committed one-factor study (paper rule, f1)."""
-    stats = load_doc_stats(SOURCE)
+    stats = StudyFolder(SOURCE).read_doc_stats()
     tables = [s.table for key, s in stats.items() if key[0] == "tuned"]
     gold = (tables[0][:, 0] + tables[0][:, 2]).astype(int)
     fp_rate = float(np.mean([t[:, 1].mean() for t in tables]))

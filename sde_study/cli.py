@@ -9,8 +9,8 @@ from pathlib import Path
 from sde_datagen.errors import UserError
 from sde_datagen.tasks import BUILTIN
 from sde_study.engines import ENGINES  # standard library only: the CLI stays light
+from sde_tasks.rules import PAPER, RULES
 
-RULES = ("paper", "strict")  # sde_tasks.scoring.RULES, which imports more than the CLI needs to start
 
 DEFAULT_TRAIN_SIZE = 500  # the paper's
 RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "training + evaluation time (default: no budget)")
     race.add_argument("--delta", type=float, default=0.0, help="differences smaller than this are ties: the race "
                       "stops when every survivor lies within +-delta of the best (default 0: never)")
-    race.add_argument("--rule", choices=RULES, default="paper", help="the scoring rule it eliminates by (default "
+    race.add_argument("--rule", choices=RULES, default=PAPER, help="the scoring rule it eliminates by (default "
                       "paper; the report gives the verdict under both)")
     race.set_defaults(handler=_race)
 
@@ -123,20 +123,19 @@ def _seeds(text: str) -> list[int]:
 def train_settings(config_file: str | None, max_steps: int | None) -> dict:
     """The --train-config settings (validated and typed by sde_train), plus --max-steps."""
     from sde_study.plan import CELL_SETTINGS
-    from sde_train.config import config_from_args, load_yaml
+    from sde_train.config import TrainConfig, load_yaml, settings_from_mapping
     from sde_train.errors import TrainError
 
     settings: dict = {}
     if config_file:
         try:
-            given = load_yaml(config_file)
-            cfg = config_from_args(argparse.Namespace(config_file=config_file, model="m", dataset="d", output="o"))
+            settings = settings_from_mapping(load_yaml(config_file), config_file)
+            TrainConfig(**settings).check_values()
         except TrainError as err:
             raise UserError(f"--train-config: {err}") from None
-        fixed = sorted(set(given) & set(CELL_SETTINGS))
+        fixed = sorted(set(settings) & set(CELL_SETTINGS))
         if fixed:
             raise UserError(f"--train-config {config_file}: {', '.join(fixed)} is set by the study per cell; remove it")
-        settings = {k: getattr(cfg, k) for k in given}
     if max_steps is not None:
         if max_steps < 1:
             raise UserError("--max-steps must be at least 1")
@@ -258,9 +257,10 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def finish(root: Path, plan, rows: list[dict], outcome) -> int:
     """Say where the study stands after a run: the report when it is complete, else what keeps it from being."""
+    from sde_study.folder import StudyFolder
     from sde_study.results import status_lines
 
-    print(f"wrote {root / 'results.jsonl'} ({len(rows)} rows)")
+    print(f"wrote {StudyFolder(root).results} ({len(rows)} rows)")
     if outcome.elsewhere:
         print(f"sde study: {len(outcome.elsewhere)} item(s) are run by another worker ({', '.join(outcome.elsewhere)}); "
               f"the study is not complete: `sde study status {root}` follows them, `sde study report {root}` reports "

@@ -72,13 +72,14 @@ def read_judges(root: Path) -> list[Judge]:
     """Every task of one study folder under each rule (strict only where the folder keeps per-document statistics)."""
     from sde_study.plan import require_plan
     from sde_study.report import design_runs
-    from sde_study.results import RESULTS_NAME, headline, load_doc_stats, read_jsonl_rows
+    from sde_study.folder import StudyFolder
+    from sde_study.results import headline
 
-    plan = require_plan(root)
-    rows = [r for r in read_jsonl_rows(root / RESULTS_NAME) if r["kind"] == "tuned"]
+    plan, folder = require_plan(root), StudyFolder(root)
+    rows = [r for r in folder.read_rows() if r["kind"] == "tuned"]
     if not rows:
-        raise UserError(f"{root}: no tuned cells in {RESULTS_NAME} yet")
-    doc_stats = load_doc_stats(root)
+        raise UserError(f"{folder.results}: no tuned cells yet")
+    doc_stats = folder.read_doc_stats()
     judges = []
     for task in plan.lm_eval_tasks:
         mine = [r for r in rows if r.get("task") == task]

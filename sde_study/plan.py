@@ -24,7 +24,6 @@ from sde_train.config import shown
 
 PLAN_NAME = "study.yaml"
 TASKS_DIR = "tasks"
-SAMPLES_DIR = "samples"  # each tuned cell's logged samples, compressed: committed with the study
 # What an item's folder holds: the adapter and the lm-eval output of its evaluation (a cell), its training summary,
 # its result and state, and the lock of the worker that runs it.
 ADAPTER, EVAL, TRAINED, RESULT, STATE, LOCK = "adapter", "eval", "train.json", "result.json", "state.json", "worker.lock"

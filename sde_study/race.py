@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+from sde_study.folder import tuned_key
 from sde_tasks import significance as sig
 from sde_tasks.docstats import DocStats
 
@@ -206,7 +207,7 @@ def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats]
     for row in rows:
         if row["kind"] != "tuned" or row["task"] != task:
             continue
-        stats = doc_stats.get(("tuned", row["design"], row["seed"], None, task))
+        stats = doc_stats.get(tuned_key(row["design"], row["seed"], task))
         seconds = float(row.get("train_seconds", 0) or 0) + float(row.get("eval_seconds", 0) or 0)
         cells[(row["design"], row["seed"])] = Cell(stats, bool(row.get("collapsed")), seconds,
                                                    unusable="" if stats is not None else "no per-document statistics")
@@ -231,14 +232,15 @@ class Folder:
 
     @classmethod
     def read(cls, root, plan) -> "Folder":
-        from sde_study.results import RESULTS_NAME, headline, item_state, load_doc_stats, read_jsonl_rows, with_degeneracy
+        from sde_study.folder import StudyFolder
+        from sde_study.results import headline, item_state, with_degeneracy
 
-        task = plan.lm_eval_tasks[0]
-        rows = [r for r in with_degeneracy(root, plan, read_jsonl_rows(root / RESULTS_NAME))
-                if r["kind"] == "tuned" and r["task"] == task]
+        task, folder = plan.lm_eval_tasks[0], StudyFolder(root)
+        rows = [r for r in with_degeneracy(root, plan, folder.read_rows()) if r["kind"] == "tuned" and r["task"] == task]
         failures = {(item.design, item.seed): tuple(state["errors"]) for item in plan.items()
                     if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
-        return cls(rows, cells_from_rows(rows, load_doc_stats(root), task, failures), headline(rows[0]) if rows else plan.resolved_task().family.primary)
+        metric = headline(rows[0]) if rows else plan.resolved_task().family.primary
+        return cls(rows, cells_from_rows(rows, folder.read_doc_stats(), task, failures), metric)
 
     def state(self, plan, rule: str | None = None) -> RaceState:
         """The race under the plan's own rule or `rule`: a folder committed without cells/ continues from it."""

@@ -22,6 +22,7 @@ from sde_datagen.design import AXES, PRESETS
 from sde_files import write_atomic
 from sde_study.directions import Direction, direction_verdict, testable
 from sde_study.plan import Plan
+from sde_study.folder import StudyFolder, tuned_key
 from sde_study.results import headline, with_degeneracy
 from sde_tasks import significance as sig
 from sde_tasks.scoring import PAPER, RULES
@@ -157,7 +158,7 @@ def design_runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list
     """design -> its runs' per-document statistics, by seed; {} unless every row has them on the same documents."""
     runs: dict[str, list] = {}
     for r in sorted(rows, key=lambda r: (r["design"], r["seed"])):
-        stats = doc_stats.get(("tuned", r["design"], r["seed"], None, r["task"]))
+        stats = doc_stats.get(tuned_key(r["design"], r["seed"], r["task"]))
         if stats is None:
             return {}
         runs.setdefault(r["design"], []).append(stats)
@@ -445,13 +446,12 @@ def verdict_words(paper: Summary, strict: Summary) -> str:
 
 
 def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
-    from sde_study.results import load_doc_stats
 
     if not any(r["kind"] == "tuned" for r in rows):
         from sde_datagen.errors import UserError
 
         raise UserError(f"{root}: no finished cell yet (see `sde study status {root}`)")
-    doc_stats, size = load_doc_stats(root), test_set_size(plan)
+    doc_stats, size = StudyFolder(root).read_doc_stats(), test_set_size(plan)
     rows = with_degeneracy(root, plan, rows)
     summaries = {rule: summarise(rows, plan, doc_stats, size, rule) for rule in RULES}
     paper = summaries["paper"]

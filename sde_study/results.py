@@ -1,17 +1,13 @@
-"""What a study folder holds: each work item's state, and results.jsonl collected in plan order."""
+"""Where a study stands: each work item's state, and the rows of its finished items collected in plan order."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-from sde_files import write_atomic
-from sde_study.plan import Plan, WorkItem
-from sde_study.plan import EVAL, RESULT, STATE
+from sde_study.folder import StudyFolder, stats_entry
+from sde_study.plan import EVAL, RESULT, STATE, Plan, WorkItem
 from sde_study.work import is_locked
-
-RESULTS_NAME = "results.jsonl"
-DOC_STATS_NAME = "docstats.jsonl"  # per-document statistics of every evaluated row: the report's intervals
 
 
 def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
@@ -39,32 +35,12 @@ def item_key(row: dict[str, Any]) -> tuple:
     return (row.get("kind"), row.get("design"), row.get("seed") if row.get("kind") == "tuned" else None)
 
 
-def read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a study's JSONL file as they are ([] when there is none); a damaged line is a UserError naming it."""
-    from sde_datagen.errors import UserError
-
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise UserError(f"{path}:{number}: not a JSON line ({err.msg}); the file was left as it is") from None
-        if not isinstance(row, dict) or not isinstance(row.get("kind"), str) or not isinstance(row.get("design"), str):
-            raise UserError(f"{path}:{number}: not a study row (a mapping with 'kind' and 'design'); "
-                            "the file was left as it is")
-        rows.append(row)
-    return rows
-
-
 def collect(root: Path, plan: Plan) -> list[dict[str, Any]]:
     """Every row of the study, in plan order: a finished item's rows from its folder, and the rows already in
     DIR/results.jsonl and DIR/docstats.jsonl of items whose folders are absent (a committed study has none), kept
     as they are. The two files are rewritten (atomically) only when a row was added or changed."""
-    kept_rows, kept_stats = read_jsonl_rows(root / RESULTS_NAME), read_jsonl_rows(root / DOC_STATS_NAME)
+    folder = StudyFolder(root)
+    kept_rows, kept_stats = folder.read_rows(), folder.read_stats_rows()
     rows, stats, rebuilt = [], [], set()
     for item in plan.items():
         path = item.folder(root) / RESULT
@@ -76,8 +52,7 @@ def collect(root: Path, plan: Plan) -> list[dict[str, Any]]:
     order = {item_key(item.describe()): i for i, item in enumerate(plan.items())}
     rows = _in_plan_order(rows + [r for r in kept_rows if item_key(r) not in rebuilt], order)
     stats = _in_plan_order(stats + [s for s in kept_stats if item_key(s) not in rebuilt], order)
-    _rewrite_if_changed(root / RESULTS_NAME, kept_rows, rows, lambda r: json.dumps(r, ensure_ascii=False))
-    _rewrite_if_changed(root / DOC_STATS_NAME, kept_stats, stats, lambda s: json.dumps(s, separators=(",", ":")))
+    folder.write_rows(rows, stats, kept_rows, kept_stats)
     return rows
 
 
@@ -87,19 +62,10 @@ def _in_plan_order(rows: list[dict[str, Any]], order: dict[tuple, int]) -> list[
     return sorted(rows, key=lambda r: order.get(item_key(r), len(order)))
 
 
-def _rewrite_if_changed(path: Path, before: list[dict], after: list[dict], line) -> None:
-    """Write `after` unless it holds the same rows as `before` (in any order): a study nothing was added to keeps
-    its files byte for byte."""
-    lines = [line(r) for r in after]
-    if sorted(lines) != sorted(line(r) for r in before):
-        write_atomic(path, "".join(text + "\n" for text in lines))
-
-
 def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
     """Per-document statistics of an item finished before results kept them, from its logged samples."""
     from sde_study.evaluate import logged_run
     from sde_tasks.logged import read_run
-    from sde_study.work import stats_entry
 
     found = []
     for row in rows:
@@ -107,33 +73,6 @@ def logged_stats(folder: Path, rows: list[dict[str, Any]], plan: Plan) -> list[d
         samples = read_run(where, row["task"]) if "task" in row else []
         if samples:
             found.append(stats_entry(row, logged_run(samples, plan.resolved_task())[0]))
-    return found
-
-
-def load_doc_stats(root: Path) -> dict[tuple, Any]:
-    """DIR/docstats.jsonl as {(kind, design, seed, signal, task): DocStats}; empty for a study without it."""
-    import numpy as np
-
-    from sde_study.work import ROW_KEY
-    from sde_tasks.docstats import DocStats
-
-    path = root / DOC_STATS_NAME
-    if not path.is_file():
-        return {}
-    found = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            entry = json.loads(line)
-            key = tuple(entry.get(k) for k in ROW_KEY)
-            table = np.asarray(entry["table"], dtype=float)
-            if table.ndim != 2:
-                raise ValueError("table is not a list of rows")
-            found[key] = DocStats(str(entry["family"]), tuple(entry["labels"]), table, entry.get("absent"))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            from sde_datagen.errors import UserError
-
-            raise UserError(f"{path}:{number}: not a per-document statistics row ({err}); the file was left as it "
-                            "is (its cells, where the study still has them, rebuild that line)") from None
     return found
 
 
@@ -147,16 +86,13 @@ def headline(row: dict[str, Any]) -> str:
 def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
     """Rows of cells evaluated before runaway and collapse were measured, completed from the cell's logged samples
     where the study keeps them (DIR/samples/); results.jsonl itself is left as it is."""
-    import gzip
-
     from sde_study.evaluate import logged_run
-    from sde_study.work import kept_samples
 
-    done = []
+    folder, done = StudyFolder(root), []
     for row in rows:
-        if row["kind"] == "tuned" and "runaway_rate" not in row and (
-                path := kept_samples(root, row["design"], row.get("seed"), row.get("task"))).is_file():
-            samples = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()]
+        samples = (folder.read_samples(row["design"], row.get("seed"), row.get("task"))
+                   if row["kind"] == "tuned" and "runaway_rate" not in row else None)
+        if samples:
             row = {**row, **logged_run(samples, plan.resolved_task())[1].as_json()}
         done.append(row)
     return done

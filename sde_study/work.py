@@ -9,7 +9,6 @@ worker goes on with the next one. Several workers share a study folder: each ite
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import socket
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sde_files import write_atomic
-from sde_study.plan import ADAPTER, EVAL, LOCK, RESULT, SAMPLES_DIR, STATE, TRAINED, Plan, WorkItem, require_plan
+from sde_study.folder import StudyFolder, stats_entry
+from sde_study.plan import ADAPTER, EVAL, LOCK, RESULT, STATE, TRAINED, Plan, WorkItem, require_plan
 
 
 
@@ -196,16 +196,6 @@ def inside(path: Path, root: Path) -> Path:
     return path.relative_to(root) if path.is_relative_to(root) else path
 
 
-def stats_entry(row: dict[str, Any], stats) -> dict[str, Any]:
-    """A results row's per-document statistics, keyed like the row (kind, design, seed, signal, task)."""
-    key = {k: row[k] for k in ROW_KEY if k in row}
-    absent = {"absent": stats.absent} if stats.absent else {}
-    return {**key, "family": stats.family, "labels": list(stats.labels), **absent, "table": stats.table.astype(int).tolist()}
-
-
-ROW_KEY = ("kind", "design", "seed", "signal", "task")
-
-
 def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> tuple[list[dict], list[dict]]:
     """Train (or resume) and evaluate one cell: its results rows and their per-document statistics."""
     folder = item.folder(root)
@@ -216,7 +206,7 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
     found, command = evaluate(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL)
-    keep_samples(root, item, found.logs)
+    StudyFolder(root).keep_samples(item.design, item.seed, found.logs)
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
              "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command,
@@ -234,23 +224,6 @@ def collapse_evidence(root: Path, item: WorkItem, top_answer: str) -> dict[str, 
     answers = [" ".join(str(r["completion"]).split()) for r in load_rows(str(export_dir(root, item.design)),
                                                                           item.design, "train")]
     return {"top_answer": top_answer, "top_answer_train_share": answers.count(top_answer) / len(answers) if answers else 0.0}
-
-
-def keep_samples(root: Path, item: WorkItem, logs: Path) -> None:
-    """The cell's logged samples, gzip-compressed, as DIR/samples/<design>/seed-<s>/samples_<task>.jsonl.gz: a study is
-    committed without cells/ (adapters are large), and with these anyone can rescore it under another rule."""
-    from sde_tasks.logged import run_file_task, run_files
-
-    for path in run_files(logs):
-        write_atomic(kept_samples(root, item.design, item.seed, run_file_task(path)),
-                     gzip.compress(path.read_bytes(), mtime=0))
-
-
-def kept_samples(root: Path, design: str, seed: int | None, task: str) -> Path:
-    """Where a cell's logged samples of one task are kept in the study folder (see keep_samples)."""
-    from sde_tasks.logged import kept_name
-
-    return root / SAMPLES_DIR / WorkItem("cell", design, seed).id / kept_name(task, ".jsonl.gz")
 
 
 # ----------------------------------------------------------------------------- PE signals of one design

@@ -12,8 +12,7 @@ import pytest
 from sde_datagen.design import PRESETS
 from sde_study.plan import Plan, write_plan
 from sde_study.report import write_report
-from sde_study.results import DOC_STATS_NAME, RESULTS_NAME
-from sde_study.work import stats_entry
+from sde_study.folder import DOC_STATS as DOC_STATS_NAME, RESULTS as RESULTS_NAME, stats_entry
 from sde_tasks.docstats import EXTRACTION, DocStats
 
 BASE = PRESETS["paper-base"].id

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sde_study.plan import require_plan
-from sde_study.results import DOC_STATS_NAME, RESULTS_NAME, collect, item_state
+from sde_study.folder import DOC_STATS as DOC_STATS_NAME, RESULTS as RESULTS_NAME
+from sde_study.results import collect, item_state
 from sde_study.work import claimed, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
