@@ -12,6 +12,7 @@ from pathlib import Path
 from sde_datagen.errors import RecordError, UserError
 from sde_datagen.records import read_jsonl
 from sde_datagen.tasks import BUILTIN
+from sde_tasks.rules import PAPER, RULES
 
 EVAL_HELP = (
     "run lm_eval with the SDE tasks on its include path; every argument goes to lm_eval "
@@ -81,7 +82,7 @@ def register_score(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
     parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "
                         "target parses (give it for designs that list only present aspects)")
-    parser.add_argument("--rule", choices=("paper", "strict"), default="paper",
+    parser.add_argument("--rule", choices=RULES, default=PAPER,
                         help="how an answer with a format error is scored: paper (with what soft parsing recovers, the "
                         "authors' rule; default) or strict (as an empty prediction)")
     parser.add_argument("--ci", action="store_true",

@@ -22,13 +22,9 @@ from sde_datagen.spec import TaskSpec
 from sde_datagen.tasks import Task, get_task
 from sde_tasks.docstats import DocStats, from_items
 from sde_tasks.logged import answer
+from sde_tasks.rules import PAPER, RULES, STRICT  # noqa: F401 (re-exported: scoring's callers name the rules by it)
 
 PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors still follow the strict format
-# How an answer with a format error is scored. paper: with whatever soft parsing recovered (the authors' rule, which
-# reproduces their numbers; the default). strict: as an empty prediction (gold items become false negatives, and
-# a classification target takes the absent label), as a production parser that rejects a malformed answer would.
-RULES = ("paper", "strict")
-PAPER, STRICT = RULES
 COLLAPSE_SHARE = 0.9  # a run is collapsed when one answer is this share of its outputs while the gold answers vary
 
 

@@ -56,6 +56,10 @@ class TrainConfig:
         for name in ("model", "dataset", "output"):
             if not getattr(self, name):
                 raise TrainError(f"--{name.replace('_', '-')} is required (flag or config file)")
+        return self.check_values()
+
+    def check_values(self) -> "TrainConfig":
+        """Every setting in its range (what a study's --train-config is held to: the study sets model and data)."""
         for name in ("lora_r", "batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
@@ -151,32 +155,38 @@ def load_yaml(path: str | Path) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """defaults < YAML file < flags given on the command line."""
+def settings_from_mapping(values: dict, source: str = "") -> dict:
+    """Settings given as a mapping (a YAML file's, or flags'), typed as TrainConfig's fields; an unknown setting or a
+    value of the wrong type is a TrainError naming `source` (the file) and the field."""
     known = {f.name for f in fields(TrainConfig)}
-    values = load_yaml(args.config_file) if getattr(args, "config_file", None) else {}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise TrainError(f"config file {args.config_file}: unknown setting(s) {', '.join(unknown)}")
-    from_file = dict(values)
-    values.update({k: v for k, v in vars(args).items() if k in known})
-    where = {k: f"{args.config_file}: " if k in from_file and from_file[k] is values[k] else "" for k in values}
+        raise TrainError(f"config file {source}: unknown setting(s) {', '.join(unknown)}")
+    where = f"{source}: " if source else ""
+    values = dict(values)
     modules = values.get("target_modules")
     if isinstance(modules, list):  # YAML list form
         if not all(isinstance(m, str) for m in modules):
-            raise TrainError(f"{where['target_modules']}field 'target_modules': expected module names (text), "
-                             f"got {modules!r}")
+            raise TrainError(f"{where}field 'target_modules': expected module names (text), got {modules!r}")
         values["target_modules"] = ",".join(modules)
     elif modules is not None and not isinstance(modules, str):
-        raise TrainError(f"{where['target_modules']}field 'target_modules': expected all-linear or module names, "
-                         f"got {modules!r}")
+        raise TrainError(f"{where}field 'target_modules': expected all-linear or module names, got {modules!r}")
     coerced = {}
     for key, value in values.items():
         try:
             coerced[key] = _coerce(key, value)
         except TrainError as err:
-            raise TrainError(f"{where[key]}{err}") from None
-    return TrainConfig(**coerced).check()
+            raise TrainError(f"{where}{err}") from None
+    return coerced
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """defaults < YAML file < flags given on the command line."""
+    known = {f.name for f in fields(TrainConfig)}
+    config_file = getattr(args, "config_file", None)
+    from_file = settings_from_mapping(load_yaml(config_file), config_file) if config_file else {}
+    flags = settings_from_mapping({k: v for k, v in vars(args).items() if k in known})
+    return TrainConfig(**{**from_file, **flags}).check()
 
 
 def _coerce(name: str, value: object) -> object:
