@@ -62,7 +62,7 @@ def replay(study: Path, plan: Plan) -> list[dict]:
 
 def committed_race(study: Path, plan: Plan) -> dict:
     """A committed race as its files stand: its decision and finalists, and how many cells it trained."""
-    state = Folder.read(study, plan).state(plan)
+    state = Folder.of(study, plan, StudyFolder(study).read_rows()).state(plan)
     return {"study": study.relative_to(REPO).as_posix(), "rule": state.settings.rule,
             "decided": state.decided or "not decided", "finalists": state.survivors, "cells": cells_used(state),
             "grid_cells": len(plan.designs) * state.settings.max_seeds}

@@ -97,11 +97,22 @@ PRESETS: dict[str, Design] = {
     "paper-base": Design("last", "nomi", "natural", "pu", "text", "none"),
     "heuristic": Design("first", "nomi", "heuristic", "ou", "text", "none"),
 }
+PAPER_BASE = PRESETS["paper-base"]  # the one-factor study's reference design
+PRESET_NAMES = {d.id: name for name, d in PRESETS.items()}
+
+
+def short_name(variant_id: str) -> str:
+    """How reports and tables name a design: its preset's name, `axis=option` for a one-factor change of paper-base,
+    else the variant id."""
+    if variant_id in PRESET_NAMES:
+        return PRESET_NAMES[variant_id]
+    changed = [f"{a}={o}" for a, o, b in zip(AXES, variant_id.split("-"), PAPER_BASE.id.split("-")) if o != b]
+    return changed[0] if len(changed) == 1 else variant_id
 
 
 def one_factor(family: str | None = None) -> list[Design]:
     """paper-base plus every valid single-axis change from it: the paper's one-factor study."""
-    base = PRESETS["paper-base"]
+    base = PAPER_BASE
     designs = [base]
     for axis, options in AXES.items():
         for option in options:

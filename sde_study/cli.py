@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     run = actions.add_parser("run", help=RUN_HELP, description=RUN_HELP)
     add_study_arguments(run, analysis=True)
-    run.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
+    run.add_argument("--seeds", type=seed_list, default=[0], help="training seeds, comma-separated (default 0)")
     run.set_defaults(handler=_run)
 
     race = actions.add_parser("race", help=RACE_HELP, description=RACE_HELP)
@@ -66,6 +66,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None:
     """What `sde study run` and `sde study race` share: the model, task, designs, data, evaluation, engine,
     training settings and executor (each command adds how it chooses seeds)."""
+    from sde_study.executors import EXECUTORS
+
     parser.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", choices=BUILTIN, help="a built-in task")
@@ -95,7 +97,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     parser.add_argument("--icl-shots", type=int, default=3, help="in-context examples for the PE signal (default 3)")
     parser.add_argument("--ppl-samples", type=int, default=200, help="train rows for the perplexity signals (default 200)")
     parser.add_argument("--extend", action="store_true", help="accept a plan that only adds designs, seeds or analysis")
-    parser.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: this process; slurm: a submitit job array (per rung, in a race); "
                         "submitit-local: the same on this machine, its workers sharing the cores, each with its own "
                         "GPUs where there are several (default local)")
@@ -110,7 +112,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         "as the cluster runs)")
 
 
-def _seeds(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -120,7 +122,7 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def train_settings(config_file: str | None, max_steps: int | None) -> dict:
+def checked_train_config(config_file: str | None, max_steps: int | None) -> dict:
     """The --train-config settings (validated and typed by sde_train), plus --max-steps."""
     from sde_study.plan import CELL_SETTINGS
     from sde_train.config import TrainConfig, load_yaml, settings_from_mapping
@@ -155,7 +157,7 @@ def choose_engine(asked: str, existing) -> str:
     return engine
 
 
-def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
+def build_plan(args: argparse.Namespace, engine: str, race=None):
     """The plan the arguments ask for, everything checked that can be before anything is written: flags, the
     model folder, designs, seeds, the task and every record of the data it reads, the train size against it."""
     from sde_study.plan import Plan, resolve_plan_designs
@@ -171,11 +173,11 @@ def build_plan(args: argparse.Namespace, engine: str, race: dict | None = None):
 
     task = get_task(args.task_spec or args.task)
     spec = task.spec()
-    designs, seeds = resolve_plan_designs(args.designs, spec.family), _seeds(args.seeds)
+    designs, seeds = resolve_plan_designs(args.designs, spec.family), args.seeds
     if race is not None and len(designs) < 2:
         raise UserError(f"--designs {args.designs}: a race needs at least two designs (this names {len(designs)}); "
                         "`sde study run` trains and evaluates one")
-    train = train_settings(args.train_config, args.max_steps)
+    train = checked_train_config(args.train_config, args.max_steps)
     user_tasks = None if task.builtin else list(task.lm_eval_tasks)
     return Plan(model=args.model, task=spec.name if args.task_spec else args.task, designs=designs, seeds=seeds,
                 train_size=train_size(args, task), task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
@@ -212,7 +214,7 @@ def train_size(args: argparse.Namespace, task) -> int:
     return args.train_size or min(DEFAULT_TRAIN_SIZE, available)
 
 
-def prepare(args: argparse.Namespace, race: dict | None = None):
+def prepare(args: argparse.Namespace, race=None):
     """Check the arguments, write the plan (a rerun's must match, or only add with --extend), the exports and a
     user task's folder: the study folder ready for its work items."""
     from sde_study.exports import ensure_exports, ensure_task_folder
@@ -226,7 +228,8 @@ def prepare(args: argparse.Namespace, race: dict | None = None):
     if existing is not None:
         plan = merge(existing, plan, args.extend)
         if existing.race != plan.race:
-            print(f"{root}: the race's settings changed ({existing.race} -> {plan.race}); it decides again from its cells")
+            print(f"{root}: the race's settings changed ({existing.race.words()} -> {plan.race.words()}); it decides "
+                  "again from its cells")
     write_plan(root, plan)
     ensure_task_folder(plan, root)
     ensure_exports(plan, root)
@@ -252,10 +255,10 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     todo = [item.id for item in plan.items() if not is_done(root, item)]
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
     outcome = execute(root, todo, options, slurm)
-    return finish(root, plan, collect(root, plan), outcome)
+    return conclude(root, plan, collect(root, plan), outcome)
 
 
-def finish(root: Path, plan, rows: list[dict], outcome) -> int:
+def conclude(root: Path, plan, rows: list[dict], outcome) -> int:
     """Say where the study stands after a run: the report when it is complete, else what keeps it from being."""
     from sde_study.folder import StudyFolder
     from sde_study.results import status_lines
@@ -279,11 +282,9 @@ def finish(root: Path, plan, rows: list[dict], outcome) -> int:
 
 
 def _race(args: argparse.Namespace, extra: list[str]) -> int:
-    """Rung after rung: the race decides from the finished cells which to train next, until it is decided."""
+    """Check the race's flags, then run it (sde_study.race.run) and say where it stands."""
     from sde_study.executors import execute
-    from sde_study.race import race_state
-    from sde_study.results import collect
-    from sde_study.work import Outcome
+    from sde_study.race import RaceSettings, run
 
     if args.max_seeds < 2:
         raise UserError("--max-seeds must be at least 2 (a race compares designs from their second seed on)")
@@ -291,33 +292,15 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError(f"--budget-hours {args.budget_hours}: give a number of hours more than 0")
     if not 0 <= args.delta < math.inf:
         raise UserError(f"--delta {args.delta}: give a margin of 0 or more")
-    args.seeds = ",".join(str(s) for s in range(args.max_seeds))
-    race = {"max_seeds": args.max_seeds, "budget_hours": args.budget_hours, "delta": args.delta, "rule": args.rule}
+    args.seeds = list(range(args.max_seeds))
     root: Path = args.out
     options = executor_options(args)
     slurm = options.check()
-    plan = prepare(args, race)
-    outcome = Outcome()
-    while True:
-        collect(root, plan)  # cells a killed race finished before it could collect them count, and are not listed
-        state = race_state(root, plan)
-        todo = [f"{design}/seed-{seed}" for design, seed in state.next_cells]
-        if state.decided or not todo:
-            break
-        print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
-              f"({', '.join(todo)})")
-        step = execute(root, todo, options, slurm)
-        outcome = outcome.add(step)
-        if step.failures:  # a failure is never a verdict: the rung waits for the rerun, which trains them again
-            print(f"{root}: the race stops here: {len(step.failures)} failure(s) this rung; rerun the command to "
-                  "train the failed cells again (a cell that fails the same way twice takes its design out)")
-        if step.elsewhere or step.failures:
-            collect(root, plan)
-            state = race_state(root, plan)
-            break
+    plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule))
+    state, rows, outcome = run(root, plan, lambda todo: execute(root, todo, options, slurm))
     print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
           f"finalists: {', '.join(state.survivors)}")
-    return finish(root, plan, collect(root, plan), outcome)
+    return conclude(root, plan, rows, outcome)
 
 
 def _status(args: argparse.Namespace, extra: list[str]) -> int:

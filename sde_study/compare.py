@@ -113,7 +113,7 @@ def directions(judge: Judge, designs: list[str]) -> dict[tuple[str, str], str]:
 
 def compare_lines(roots: list[Path]) -> list[str]:
     """The comparison in Markdown: W per rule, then every pair's direction per judge and across them."""
-    from sde_study.report import short
+    from sde_datagen.design import short_name as short
 
     judges = [j for root in roots for j in read_judges(root)]
     lines = [f"# Designs across {len(roots)} stud{'y' if len(roots) == 1 else 'ies'}", ""]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sde_datagen.design import PAPER_BASE as BASE
 from sde_datagen.design import PRESETS
 from sde_tasks import significance as sig
-
-BASE = PRESETS["paper-base"]
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class Engine(Protocol):
         """lm-eval's --model_args that load the same model and adapter."""
 
 
-def lora_rank(adapters_r: int) -> int:
+def vllm_lora_rank(adapters_r: int) -> int:
     """The smallest LoRA rank vLLM provisions that holds rank `adapters_r`."""
     return next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= adapters_r)
 
@@ -175,7 +175,7 @@ class VLLMEngine:
     def __init__(self, path: str, max_lora_rank: int = 8, **engine_args: Any):
         self.path = path
         self.dtype = model_dtype(path)
-        self.max_lora_rank = lora_rank(max_lora_rank)
+        self.max_lora_rank = vllm_lora_rank(max_lora_rank)
         self.engine_args = engine_args
         self.hf = HFEngine(path)  # the perplexity signals need logits of every prompt token: plain transformers
         self._ids = itertools.count(1)

@@ -6,6 +6,7 @@ Executor settings are not part of it: they change how, not what.
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import types
 import typing
@@ -20,6 +21,8 @@ from sde_datagen.errors import UserError
 from sde_datagen.tasks import Task, get_task
 from sde_files import write_atomic
 from sde_study.engines import ENGINE_NAMES
+from sde_study.race import RaceSettings
+from sde_tasks.rules import RULES
 from sde_train.config import shown
 
 PLAN_NAME = "study.yaml"
@@ -56,7 +59,7 @@ class Plan:
     user_tasks: list[str] | None = None  # lm-eval tasks of a user's spec (in DIR/tasks, by sde eval make-task)
     engine: str = "hf"  # what generates the evaluated outputs: vllm or hf (sde_study.engines)
     signal_limit: int | None = None  # PE signals on the first N test documents (None: as the cells, eval_limit)
-    race: dict[str, Any] | None = None  # `sde study race`'s settings (max_seeds, budget_hours, delta, rule); None: a grid
+    race: RaceSettings | None = None  # `sde study race`'s settings; None: a grid
 
     @property
     def signal_docs(self) -> int | None:
@@ -121,21 +124,15 @@ class Plan:
     def from_dict(cls, data: Any, source: str) -> "Plan":
         if not isinstance(data, dict):
             raise UserError(f"{source}: not a study plan (expected a mapping)")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}")
-        hints = typing.get_type_hints(cls)
-        for name, value in data.items():
-            problem = _type_problem(value, hints[name])
-            if problem:
-                raise UserError(f"{source}: field '{name}': expected {problem}, got {shown(value)}")
-        if data.get("engine", "hf") not in ENGINE_NAMES:
-            raise UserError(f"{source}: field 'engine': expected {' or '.join(ENGINE_NAMES)}, got {shown(data['engine'])}")
-        try:
-            return cls(**data)
-        except TypeError as err:
-            raise UserError(f"{source}: {err}") from None
+        race = data.get("race")
+        if isinstance(race, dict):
+            data = {**data, "race": typed(RaceSettings, race, source, "race.")}
+            if data["race"].rule not in RULES:
+                raise UserError(f"{source}: field 'race.rule': expected {' or '.join(RULES)}, got {shown(race['rule'])}")
+        plan = typed(cls, data, source)
+        if plan.engine not in ENGINE_NAMES:
+            raise UserError(f"{source}: field 'engine': expected {' or '.join(ENGINE_NAMES)}, got {shown(plan.engine)}")
+        return plan
 
 
 @dataclass(frozen=True)
@@ -231,6 +228,24 @@ def _only_adds(old: Plan, new: Plan) -> bool:
             and (new.analysis or not old.analysis))
 
 
+def typed(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    """The dataclass `cls` from a mapping read from YAML: an unknown key or a value of the wrong type is a UserError
+    naming the file (`source`) and the field."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        problem = _type_problem(value, hints[name])
+        if problem:
+            raise UserError(f"{source}: field '{prefix}{name}': expected {problem}, got {shown(value)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise UserError(f"{source}: {err}") from None
+
+
 def _type_problem(value: Any, hint: Any) -> str | None:
     """What `hint` asks for, in words, when `value` (read from YAML) is not of that type; None when it is."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
@@ -262,8 +277,11 @@ def _is(value: Any, kind: type) -> bool:
         return isinstance(value, bool)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 63
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
 def _type_words(kind: Any) -> str:
-    return {str: "text", int: "a whole number", bool: "true or false"}.get(kind, getattr(kind, "__name__", str(kind)))
+    return {str: "text", int: "a whole number", float: "a number", bool: "true or false"}.get(
+        kind, "a mapping" if dataclasses.is_dataclass(kind) else getattr(kind, "__name__", str(kind)))

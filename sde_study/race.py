@@ -29,6 +29,7 @@ from typing import Any
 
 from sde_study.folder import tuned_key
 from sde_tasks import significance as sig
+from sde_tasks.rules import PAPER, STRICT
 from sde_tasks.docstats import DocStats
 
 SEPARATED, TIE_SET, SEEDS_EXHAUSTED, BUDGET = "separated", "tie set", "seeds exhausted", "budget"
@@ -38,17 +39,22 @@ ONE_LEFT = "one design left (every other one collapsed or failed twice the same 
 
 @dataclass(frozen=True)
 class RaceSettings:
-    """How a race runs: seeds per design at most, compute budget, the tie margin, the rule it eliminates by."""
+    """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
+    it eliminates by."""
 
     max_seeds: int = 5
     budget_hours: float | None = None
     delta: float = 0.0
-    rule: str = "paper"
-    alpha: float = sig.ALPHA
+    rule: str = PAPER
+    alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
 
     def look_level(self) -> float:
         """The level of one look: alpha split over the looks the race can make (one per rung after the first)."""
         return self.alpha / max(1, self.max_seeds - 1)
+
+    def words(self) -> str:
+        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}"
+                + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
 
 
 @dataclass(frozen=True)
@@ -218,46 +224,62 @@ def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats]
 
 # ------------------------------------------------------------------------------------------- a race folder
 
-def settings_of(plan) -> RaceSettings:
-    return RaceSettings(**(plan.race or {}))
-
-
 @dataclass(frozen=True)
 class Folder:
-    """A race folder as its files stand (results.jsonl, docstats.jsonl, each cell's state), read once."""
+    """A race folder as the race sees it: the rows collect() gave, the per-document statistics and each cell's state."""
 
     rows: list[dict[str, Any]]  # tuned rows of the headline task, runaway and collapse completed from samples
     cells: dict[tuple[str, int], Cell]
     metric: str
 
     @classmethod
-    def read(cls, root, plan) -> "Folder":
+    def of(cls, root, plan, rows: list[dict[str, Any]]) -> "Folder":
         from sde_study.folder import StudyFolder
         from sde_study.results import headline, item_state, with_degeneracy
 
-        task, folder = plan.lm_eval_tasks[0], StudyFolder(root)
-        rows = [r for r in with_degeneracy(root, plan, folder.read_rows()) if r["kind"] == "tuned" and r["task"] == task]
+        task = plan.lm_eval_tasks[0]
+        rows = [r for r in with_degeneracy(root, plan, rows) if r["kind"] == "tuned" and r["task"] == task]
         failures = {(item.design, item.seed): tuple(state["errors"]) for item in plan.items()
                     if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
         metric = headline(rows[0]) if rows else plan.resolved_task().family.primary
-        return cls(rows, cells_from_rows(rows, folder.read_doc_stats(), task, failures), metric)
+        return cls(rows, cells_from_rows(rows, StudyFolder(root).read_doc_stats(), task, failures), metric)
 
     def state(self, plan, rule: str | None = None) -> RaceState:
         """The race under the plan's own rule or `rule`: a folder committed without cells/ continues from it."""
         from dataclasses import replace
 
-        settings = settings_of(plan)
-        return decide(self.cells, list(plan.designs), replace(settings, rule=rule or settings.rule), self.metric)
+        return decide(self.cells, list(plan.designs), replace(plan.race, rule=rule or plan.race.rule), self.metric)
 
 
-def race_state(root, plan) -> RaceState:
-    """The race of a study folder as its files stand."""
-    return Folder.read(root, plan).state(plan)
+def run(root, plan, execute) -> tuple[RaceState, list[dict[str, Any]], Any]:
+    """The race, rung after rung, from the cells a study folder has: decide, have `execute` (work item ids -> an
+    Outcome) train the cells the race needs next, and again, until it is decided, or a rung had failures (a failure
+    is never a verdict: the rerun trains them again) or items another worker holds. Returns the last state, the
+    study's rows and what the rungs ended with."""
+    from sde_study.results import collect
+    from sde_study.work import Outcome
+
+    outcome = Outcome()
+    while True:
+        rows = collect(root, plan)  # cells a killed race finished before it could collect them count
+        state = Folder.of(root, plan, rows).state(plan)
+        todo = [f"{design}/seed-{seed}" for design, seed in state.next_cells]
+        if state.decided or not todo or outcome.failures or outcome.elsewhere:
+            return state, rows, outcome
+        print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
+              f"({', '.join(todo)})")
+        step = execute(todo)
+        outcome = outcome.add(step)
+        if step.failures:
+            print(f"{root}: the race stops here: {len(step.failures)} failure(s) this rung; rerun the command to "
+                  "train the failed cells again (a cell that fails the same way twice takes its design out)")
 
 
-def race_lines(root, plan, short) -> list[str]:
+def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
     """REPORT.md's section on a race: the algorithm, its trace, the compute against the grid's, both rules."""
-    folder = Folder.read(root, plan)
+    from sde_datagen.design import short_name as short
+
+    folder = Folder.of(root, plan, rows)
     state = folder.state(plan)
     settings = state.settings
     lines = ["## The race", "",
@@ -281,7 +303,7 @@ def race_lines(root, plan, short) -> list[str]:
               + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
                  if state.decided else f"not decided yet; still in: {', '.join(f'`{short(d)}`' for d in state.survivors)}"
                  f"; next: {', '.join(f'{short(d)} seed {s}' for d, s in state.next_cells)} (rerun the command).")]
-    other = "strict" if settings.rule == "paper" else "paper"
+    other = STRICT if settings.rule == PAPER else PAPER
     replayed = folder.state(plan, other)
     lines += ["", f"The same cells raced under the **{other}** rule (a replay: the cells trained are the ones above): "
               f"{replayed.decided or 'not decided'}; finalists {', '.join(f'`{short(d)}`' for d in replayed.survivors)}"

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sde_datagen.design import AXES, PRESETS
+from sde_datagen.design import PAPER_BASE
+from sde_datagen.design import short_name as short
 from sde_files import write_atomic
 from sde_study.directions import Direction, direction_verdict, testable
 from sde_study.plan import Plan
@@ -29,8 +30,7 @@ from sde_tasks.scoring import PAPER, RULES
 
 REPORT_NAME = "REPORT.md"
 PLOTS_DIR = "plots"
-BASE = PRESETS["paper-base"].id
-PRESET_IDS = {d.id: name for name, d in PRESETS.items()}
+BASE = PAPER_BASE.id
 ERRORS = "format_error_rate"
 # signal -> (higher is better, axis label)
 SIGNALS = {
@@ -39,16 +39,6 @@ SIGNALS = {
     "prompt perplexity": (False, "prompt NLL (lower ranks higher)"),
     "output perplexity": (False, "output NLL (lower ranks higher)"),
 }
-
-
-def short(design: str) -> str:
-    """`axis=option` for a one-factor change of paper-base; the preset name or the variant id otherwise."""
-    if design == BASE:
-        return "paper-base"
-    if design in PRESET_IDS:
-        return PRESET_IDS[design]
-    changed = [f"{a}={o}" for a, o, b in zip(AXES, design.split("-"), BASE.split("-")) if o != b]
-    return changed[0] if len(changed) == 1 else design
 
 
 # ------------------------------------------------------------------------------------------------ aggregate
@@ -466,7 +456,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     if plan.race:
         from sde_study.race import race_lines
 
-        lines += race_lines(root, plan, short)
+        lines += race_lines(root, plan, rows)
     if plan.analysis:
         lines += signals_section(rows, plan, paper, plots)
     lines += command_lines(rows)

@@ -58,7 +58,7 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> Outco
 
     root = Path(root)
     plan = require_plan(root)
-    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, lora_rank(plan))
+    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, plan_lora_rank(plan))
     outcome = Outcome()
     for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
         folder = item.folder(root)
@@ -133,7 +133,7 @@ def set_state(folder: Path, status: str, **extra: Any) -> None:
 
 # --------------------------------------------------------------------------------------------- a tuned cell
 
-def train_settings(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
+def cell_train_config(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
     from sde_study.exports import export_dir
 
     return {**plan.train, "model": plan.model, "dataset": str(export_dir(root, item.design)),
@@ -144,7 +144,7 @@ def train_settings(root: Path, plan: Plan, item: WorkItem) -> dict[str, Any]:
 def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> dict[str, Any]:
     """Train (or resume) the cell's adapter with sde_train: in this process, or in a process of its own (torchrun
     with several processes per cell, and always beside a vLLM engine: vLLM changes the process that holds it)."""
-    settings = train_settings(root, plan, item)
+    settings = cell_train_config(root, plan, item)
     if nproc_per_node == 1 and plan.engine != "vllm":
         from sde_train.config import TrainConfig
         from sde_train.trainer import train
@@ -162,14 +162,14 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def lora_rank(plan: Plan) -> int:
+def plan_lora_rank(plan: Plan) -> int:
     """The LoRA rank of the plan's adapters (the vLLM engine provisions for it)."""
     from sde_train.config import TrainConfig
 
     return int(plan.train.get("lora_r", TrainConfig.lora_r))
 
 
-def evaluate(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path,
+def evaluate_cell(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path,
              num_fewshot: int | None = None, signal: bool = False):
     """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks, limit (the signals' for a
     `signal`) and chat template, in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that
@@ -205,7 +205,7 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
         kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
-    found, command = evaluate(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL)
+    found, command = evaluate_cell(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL)
     StudyFolder(root).keep_samples(item.design, item.seed, found.logs)
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
@@ -237,7 +237,7 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, engine) -> tuple[list[di
     folder = item.folder(root)
     rows, stats = [], []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        found, command = evaluate(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots,
+        found, command = evaluate_cell(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots,
                                   signal=True)
         mine = [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
                  "eval_limit": plan.signal_docs, "eval_seconds": found.seconds, "lm_eval_command": command}

@@ -11,7 +11,7 @@ import pytest
 from test_study_report import BETTER, DOC_STATS_NAME, SAME, write_study
 
 from sde_study.compare import average_ranks, kendall_w, permutation_p
-from sde_study.report import short
+from sde_datagen.design import short_name as short
 
 SDE = [sys.executable, "-m", "sde_datagen.cli"]
 
