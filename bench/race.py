@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from sde_study.plan import Plan, read_plan  # noqa: E402
 from sde_study.race import Cell, Folder, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
-from sde_study.report import summarise  # noqa: E402
+from sde_study.summary import summarise  # noqa: E402
 from sde_study.folder import StudyFolder  # noqa: E402
 from sde_study.results import with_degeneracy  # noqa: E402
 from sde_tasks.rules import RULES  # noqa: E402

@@ -4,8 +4,8 @@ Each (study, task) is a judge that ranks the designs every judge has, by the mea
 under each scoring rule. Kendall's W measures how far the judges agree (1: the same ranking everywhere, 0: none),
 with a permutation p-value (each judge's ranks shuffled independently). Each pair of designs gets a direction per
 judge from a paired comparison on the judge's documents and seeds (Holm over the judge's pairs), and is marked
-agreeing, disagreeing or undecided across judges. Only committed files are read (study.yaml, results.jsonl,
-docstats.jsonl); nothing is written.
+agreeing, disagreeing or undecided across judges. Only committed files are read (the plan, the results and
+the per-document statistics: sde_study.folder); nothing is written.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def permutation_p(ranks: np.ndarray, permutations: int = PERMUTATIONS, seed: int
 def read_judges(root: Path) -> list[Judge]:
     """Every task of one study folder under each rule (strict only where the folder keeps per-document statistics)."""
     from sde_study.plan import require_plan
-    from sde_study.report import design_runs
+    from sde_study.summary import design_runs
     from sde_study.folder import StudyFolder
     from sde_study.results import headline
 

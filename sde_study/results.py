@@ -36,8 +36,8 @@ def item_key(row: dict[str, Any]) -> tuple:
 
 
 def collect(root: Path, plan: Plan) -> list[dict[str, Any]]:
-    """Every row of the study, in plan order: a finished item's rows from its folder, and the rows already in
-    DIR/results.jsonl and DIR/docstats.jsonl of items whose folders are absent (a committed study has none), kept
+    """Every row of the study, in plan order: a finished item's rows from its folder, and the rows (and per-document
+    statistics) the study folder already holds of items whose folders are absent (a committed study has none), kept
     as they are. The two files are rewritten (atomically) only when a row was added or changed."""
     folder = StudyFolder(root)
     kept_rows, kept_stats = folder.read_rows(), folder.read_stats_rows()
@@ -85,7 +85,7 @@ def headline(row: dict[str, Any]) -> str:
 
 def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
     """Rows of cells evaluated before runaway and collapse were measured, completed from the cell's logged samples
-    where the study keeps them (DIR/samples/); results.jsonl itself is left as it is."""
+    where the study keeps them (StudyFolder.read_samples); the results file itself is left as it is."""
     from sde_study.evaluate import logged_run
 
     folder, done = StudyFolder(root), []
