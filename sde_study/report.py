@@ -228,7 +228,7 @@ def power_lines(summary: Summary) -> list[str]:
 def tie_words(summary: Summary) -> str:
     if not summary.versus_best:
         return ""
-    tied = summary.tied()
+    tied = summary.tied
     if not tied:
         aside = " that is not collapsed" if summary.collapsed else ""
         return f"It is better than every other design of the study{aside} (paired, α 0.05)."

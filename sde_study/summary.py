@@ -84,6 +84,7 @@ class Summary:
     effects: list[Effect] = field(default_factory=list)
     best: str = ""
     versus_best: dict[str, sig.Comparison] = field(default_factory=dict)  # other design -> best vs it
+    tied: list[str] = field(default_factory=list)  # designs the data do not tell apart from the best, none collapsed
     collapsed: set[str] = field(default_factory=set)  # designs with a collapsed cell on the headline task
     power: "Power | None" = None
     n_docs: int | None = None
@@ -93,10 +94,6 @@ class Summary:
     def available(self) -> bool:
         """Whether the study's files hold what this rule needs (strict: per-document statistics)."""
         return bool(self.scores)
-
-    def tied(self) -> list[str]:
-        """The designs the data do not tell apart from the best (a collapsed design never counts as tied)."""
-        return [d for d, c in self.versus_best.items() if c.verdict != sig.BETTER and d not in self.collapsed]
 
 
 def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_size: int | None,
@@ -183,13 +180,10 @@ def _recommend(summary: Summary, task: str, runs: dict, reps: dict, test_size: i
     it (paired), and the power line, at the seeds measured (a race or an unfinished study has fewer than planned)."""
     metric = summary.metric
     means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
-    ranked = sorted(means, key=lambda d: (d in summary.collapsed, -means[d]))
-    summary.best = ranked[0]
-    if not reps or len(ranked) < 2:
+    summary.best, summary.versus_best, summary.tied = sig.best_and_ties(means, reps, metric, summary.collapsed)
+    if not summary.versus_best:
         return
-    for other in ranked[1:]:
-        summary.versus_best[other] = sig.compare(means[summary.best], means[other], reps[summary.best][metric],
-                                                 reps[other][metric], metric)
+    ranked = [summary.best, *summary.versus_best]
     ses = [e.comparison.se for e in summary.effects if e.task == task and e.comparison is not None]
     counts = sorted({len(group) for group in runs.values()})
     runner_up = ranked[1]

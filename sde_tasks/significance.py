@@ -18,7 +18,8 @@ leaves out 0. Verdicts are "better", "worse" or "not distinguishable" at α.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
+from typing import Any
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -151,6 +152,20 @@ def compare(value: float, baseline: float, a: np.ndarray, b: np.ndarray, metric:
     oriented = delta if higher_is_better(metric) else -delta
     return Comparison(metric, value, baseline, delta, interval(deltas, alpha), p, verdict(oriented, p, alpha),
                       float(np.std(deltas, ddof=1)))
+
+
+def best_and_ties(means: Mapping[Any, float], reps: Mapping[Any, dict[str, np.ndarray]] | None, metric: str,
+                  collapsed: Set[Any] = frozenset()) -> tuple[Any, dict[Any, Comparison], list[Any]]:
+    """The best of several runs or designs by `metric` (a collapsed one only when every one is), each other compared
+    with it (paired: `reps` share their document draws; none without them), and the ones the data cannot tell apart
+    from it, collapsed ones never among them. The report, the race's report and the board all call this."""
+    higher = higher_is_better(metric)
+    ranked = sorted(means, key=lambda k: (k in collapsed, -means[k] if higher else means[k]))
+    best = ranked[0]
+    if not reps:
+        return best, {}, []
+    versus = {k: compare(means[best], means[k], reps[best][metric], reps[k][metric], metric) for k in ranked[1:]}
+    return best, versus, [k for k, c in versus.items() if c.verdict != BETTER and k not in collapsed]
 
 
 def compare_runs(a: Sequence[DocStats], b: Sequence[DocStats], resamples: int = RESAMPLES,

@@ -136,7 +136,7 @@ def test_intervals_and_ties_pair_runs_within_a_base_model():
         return DocStats(EXTRACTION, (), table.astype(float))
 
     groups = {"a-best": [run(0.6)], "a-close": [run(0.59)], "a-far": [run(0.3)], "b-only": [run(0.1)]}
-    ci, tied = intervals_and_ties(groups, {k: k[0] for k in groups}, "f1", True, set())
+    ci, tied = intervals_and_ties(groups, {k: k[0] for k in groups}, "f1", set())
     assert tied == {"a-best", "a-close", "b-only"}  # b's only run is the best of its model
     for key, runs in groups.items():
         assert ci[key][0] <= runs[0].corpus()["f1"] <= ci[key][1]

@@ -113,14 +113,13 @@ def collect(board: Path) -> list[TaskBoard]:
         found = TaskBoard(task, rows, metrics, higher, stats=stats[task], degeneracy=degeneracy[task])
         runs = {r.submission: [found.stats[r.submission]] for r in rows if r.submission in found.stats}
         found.ci, found.tied = intervals_and_ties(runs, {r.submission: r.base_model for r in rows}, found.primary,
-                                                  higher[found.primary], {r.submission for r in rows
-                                                                          if found.collapsed(r.submission)})
+                                                  {r.submission for r in rows if found.collapsed(r.submission)})
         boards.append(found)
     return boards
 
 
 def intervals_and_ties(groups: dict[Any, list[DocStats]], model_of: dict[Any, str], metric: str,
-                       higher: bool, collapsed: set[Any]) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
+                       collapsed: set[Any]) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
     """The 95% interval of `metric` of each group of runs (a run, or a README row's runs over seeds), and
     the groups tied with the best group of their base model (itself included): paired on the same documents.
     A collapsed group is neither the best nor tied with it."""
@@ -138,9 +137,8 @@ def intervals_and_ties(groups: dict[Any, list[DocStats]], model_of: dict[Any, st
             mine = [key for key in same_docs if model_of[key] == model and key not in collapsed]
             if not mine:
                 continue
-            best = max(mine, key=lambda k: value[k] if higher else -value[k])
-            tied |= {key for key in mine if sig.compare(value[best], value[key], reps[best][metric],
-                                                        reps[key][metric], metric).verdict != sig.BETTER}
+            best, _, ties = sig.best_and_ties({key: value[key] for key in mine}, reps, metric)
+            tied |= {best, *ties}
     return ci, tied
 
 
@@ -180,8 +178,7 @@ def aggregate(board: TaskBoard) -> list[TableRow]:
     runs = {key: [board.stats[r.submission] for r in rows] for key, rows in groups.items()
             if all(r.submission in board.stats for r in rows)}
     collapsed = {key for key, rows in groups.items() if any(board.collapsed(r.submission) for r in rows)}
-    ci, tied = intervals_and_ties(runs, {key: key[0] for key in runs}, board.primary,
-                                  board.higher_is_better[board.primary], collapsed)
+    ci, tied = intervals_and_ties(runs, {key: key[0] for key in runs}, board.primary, collapsed)
     table = []
     for key, rows in groups.items():
         means = {}
