@@ -12,7 +12,7 @@ from sde_datagen.tasks import BUILTIN, load_task
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="render gold records into sample designs and export them")
-    sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     export = sub.add_parser("export", help="export design variants as a Hub-ready dataset repository")
     _task_args(export)

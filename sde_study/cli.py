@@ -22,7 +22,7 @@ RACE_HELP = ("the best design at a fraction of the grid: every design with one s
 
 def register(commands: argparse._SubParsersAction) -> None:
     study = commands.add_parser("study", help="which sample design should I tune with? a whole design study")
-    actions = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    actions = study.add_subparsers(dest="study_command", required=True, metavar="COMMAND")
 
     run = actions.add_parser("run", help=RUN_HELP, description=RUN_HELP)
     add_study_arguments(run, analysis=True)
@@ -42,11 +42,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     status = actions.add_parser("status", help="list the work items as done / running / failed / to do, with the "
                                 "Slurm array task of each item still in the queue")
-    status.add_argument("dir", type=Path, metavar="DIR")
+    add_folder_argument(status)
     status.set_defaults(handler=_status)
 
     report = actions.add_parser("report", help="write DIR/REPORT.md and DIR/plots/*.png from the finished items")
-    report.add_argument("dir", type=Path, metavar="DIR")
+    add_folder_argument(report)
     report.set_defaults(handler=_report)
 
     compare = actions.add_parser("compare", help="do the designs rank the same way across studies? Kendall's W and "
@@ -56,11 +56,30 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.set_defaults(handler=_compare)
 
     submit = actions.add_parser("submit", help="every full-test-set cell -> a leaderboard submission (validated)")
-    submit.add_argument("dir", type=Path, metavar="DIR")
+    add_folder_argument(submit)
     submit.add_argument("--board", type=Path, default=Path("leaderboards"), help="board folder (default: %(default)s)")
     submit.add_argument("--submitter", help="name or handle recorded in each submission (default: the user name)")
     submit.add_argument("--base-model", help="the base model's name on the board (default: the study's --model)")
     submit.set_defaults(handler=_submit)
+
+
+FOLDER_HELP = "the study folder (study.yaml, results, report; made by `sde study run` or `race`)"
+
+
+def add_folder_argument(parser: argparse.ArgumentParser) -> None:
+    """--out DIR, as every study command takes its folder; the positional DIR of earlier versions still works."""
+    parser.add_argument("--out", type=Path, metavar="DIR", help=FOLDER_HELP)
+    parser.add_argument("dir", type=Path, nargs="?", help=argparse.SUPPRESS)
+
+
+def study_folder(args: argparse.Namespace) -> Path:
+    """The folder a status, report or submit command names (--out DIR, or DIR as earlier versions took it)."""
+    if args.out is not None and args.dir is not None and args.out != args.dir:
+        raise UserError(f"two study folders given ({args.dir} and --out {args.out}); give one")
+    folder = args.out or args.dir
+    if folder is None:
+        raise UserError("give the study folder: --out DIR")
+    return folder
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None:
@@ -77,8 +96,9 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         "(default one-factor)")
     parser.add_argument("--train-size", type=int, help="train records sampled once for all cells (default: the "
                         f"paper's {DEFAULT_TRAIN_SIZE}, or every record when the train split has fewer)")
-    parser.add_argument("--out", required=True, type=Path, help="the study folder")
-    parser.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help=FOLDER_HELP)
+    parser.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template "
+                        "(default: plain prompt + completion)")
     parser.add_argument("--eval-limit", type=int, help="evaluate on the first N test documents (default: full test sets)")
     parser.add_argument("--eval-batch-size", type=int, default=8, help="lm-eval batch size (default 8)")
     parser.add_argument("--max-gen-toks", type=int, help="generated tokens per document at most (default: the task's "
@@ -87,8 +107,10 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         help="what generates the evaluated outputs: vllm (one engine, adapters as LoRA requests; "
                         "several times faster) or hf (transformers + PEFT); auto: vllm where it imports, else hf, "
                         "and a rerun keeps the study's engine (default auto)")
-    parser.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps per cell (overrides epochs)")
+    parser.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...; "
+                        "default: sde train's, LoRA r 8, 1 epoch, batch 4, lr 1e-4)")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps per cell (default: the epochs' steps; overrides "
+                        "epochs)")
     parser.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=analysis,
                         help=f"PE signals of every design on the untuned model (default {'on' if analysis else 'off'})")
     parser.add_argument("--signal-limit", type=int, help="score the PE signals on the first N test documents (default: "
@@ -102,7 +124,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
                         "submitit-local: the same on this machine, its workers sharing the cores, each with its own "
                         "GPUs where there are several (default local)")
     parser.add_argument("--workers", type=int, help="array tasks (default: --slurm-array-parallelism, else one per item)")
-    parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun)")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="training processes per cell (torchrun; default 1)")
     parser.add_argument("--slurm-partition", help="Slurm partition (default: the cluster's default partition)")
     parser.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per array task (default: --nproc-per-node where "
                         "the partition has GPUs, else 0)")
@@ -308,9 +330,10 @@ def _status(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.queue import queue_notes
     from sde_study.results import status_lines
 
-    plan = require_plan(args.dir)
-    queue, unreachable = queue_notes(args.dir)
-    print("\n".join(status_lines(args.dir, plan, queue)))
+    folder = study_folder(args)
+    plan = require_plan(folder)
+    queue, unreachable = queue_notes(folder)
+    print("\n".join(status_lines(folder, plan, queue)))
     if unreachable:
         print(f"sde study: {unreachable}", file=sys.stderr)
     return 0
@@ -321,9 +344,10 @@ def _report(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.report import write_report
     from sde_study.results import collect
 
-    plan = require_plan(args.dir)
-    path = write_report(args.dir, plan, collect(args.dir, plan))
-    print(f"wrote {path} and {args.dir / 'plots'}")
+    folder = study_folder(args)
+    plan = require_plan(folder)
+    path = write_report(folder, plan, collect(folder, plan))
+    print(f"wrote {path} and {folder / 'plots'}")
     return 0
 
 
@@ -338,6 +362,7 @@ def _submit(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.plan import require_plan
     from sde_study.submit import submit_study
 
-    lines = submit_study(args.dir, require_plan(args.dir), args.board, args.submitter, args.base_model)
+    folder = study_folder(args)
+    lines = submit_study(folder, require_plan(folder), args.board, args.submitter, args.base_model)
     print("\n".join(lines))
     return 0 if any(": added " in line for line in lines) else 1

@@ -99,7 +99,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--model", default=S, help="base model: a local folder or a Hub id")
     p("--dataset", default=S, help="exported dataset: a local folder or a Hub repo")
     p("--config", default=S, help="dataset config = design variant id, e.g. first-nomi-lines-pu-text-none")
-    p("--output", default=S, help="folder for the adapter, model card, log and checkpoints")
+    p("--out", "--output", dest="output", default=S, help="folder for the adapter, model card, log and checkpoints "
+      "(--out, as every sde command names its output; --output still works)")
     p("--split", default=S, help="dataset split to train on (default train)")
     p("--lora-r", type=int, default=S, help="LoRA rank (default 8)")
     p("--lora-alpha", type=int, default=S, help="LoRA alpha (default 16)")

@@ -184,3 +184,30 @@ def test_a_collapsed_cell_is_reported_with_what_its_training_data_says(tmp_path:
     line = "\n".join(collapsed_lines([row]))
     assert f"99% one answer; {evidence['top_answer_train_share']:.0%} of the training answers are that answer, 10 " \
            "optimizer steps" in line and "train on more records" in line
+
+
+def test_every_study_command_takes_its_folder_as_out_and_the_old_positional_still_works(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_study(tmp_path / "study")
+    sde = [sys.executable, "-m", "sde_datagen.cli", "study"]
+    for args in (["report", "--out", str(tmp_path / "study")], ["report", str(tmp_path / "study")],
+                 ["status", "--out", str(tmp_path / "study")], ["status", str(tmp_path / "study")]):
+        done = subprocess.run([*sde, *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (args, done.stderr)
+    shown = subprocess.run([*sde, "status", "--help"], capture_output=True, text=True, timeout=600).stdout
+    assert "--out DIR" in shown and "usage: sde study status [-h] [--out DIR]" in shown
+    missing = subprocess.run([*sde, "report"], capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2 and missing.stderr.strip() == "sde: error: give the study folder: --out DIR"
+
+
+def test_the_trainer_takes_out_as_the_other_commands_do() -> None:
+    import argparse
+
+    from sde_train.config import add_train_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    for flag in ("--out", "--output"):
+        assert config_from_args(parser.parse_args(["--model", "m", "--dataset", "d", flag, "o"])).output == "o"

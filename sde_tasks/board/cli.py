@@ -11,7 +11,7 @@ DEFAULT_BOARD = Path("leaderboards")
 
 def register(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser("board", help="leaderboard: validate and submit lm-eval runs, build tables and page")
-    actions = board.add_subparsers(dest="board_command", required=True, metavar="ACTION")
+    actions = board.add_subparsers(dest="board_command", required=True, metavar="COMMAND")
 
     def with_board(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--board", type=Path, default=DEFAULT_BOARD,
