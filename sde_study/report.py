@@ -19,6 +19,7 @@ from sde_study.summary import BASE, ERRORS, Effect, Finding, Score, Summaries, S
 from sde_study.results import with_degeneracy
 from sde_tasks import significance as sig
 from sde_tasks.rules import RULES
+from sde_tasks.scoring import COLLAPSE_ADVICE
 
 REPORT_NAME = "REPORT.md"
 
@@ -99,9 +100,7 @@ def collapsed_lines(rows: list[dict]) -> list[str]:
                       for r in cells)
     cause = any("top_answer_train_share" in r for r in cells)
     return ["", f"**Collapsed cells** (one answer covers ≥ 90% of the documents while the gold answers vary): {named}. "
-            "A design with a collapsed cell is never called tied with the best."
-            + (" A model that gives the most frequent training answer to every document has learned only that "
-               "answer: train on more records, for more steps, or at a higher learning rate." if cause else "")]
+            "A design with a collapsed cell is never called tied with the best." + (f" {COLLAPSE_ADVICE}" if cause else "")]
 
 
 def effect_lines(summaries: Summaries, has_base: bool) -> list[str]:

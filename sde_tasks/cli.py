@@ -131,6 +131,10 @@ def run_score(args: argparse.Namespace, extra: list[str]) -> int:
         result["comparison"] = [c.as_json() for c in
                                 significance.compare_runs([stats], [doc_stats(base.items, base.spec)])]
     print(json.dumps(result, ensure_ascii=False))
+    if scored.degeneracy.collapsed:
+        from sde_tasks.scoring import collapse_note
+
+        print(f"sde score: {collapse_note(scored.degeneracy, rows[1])}", file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,11 @@ from sde_tasks.rules import PAPER, RULES, STRICT  # noqa: F401 (re-exported: sco
 
 PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors still follow the strict format
 COLLAPSE_SHARE = 0.9  # a run is collapsed when one answer is this share of its outputs while the gold answers vary
+# What a collapse most often means, and what undid one here (docs/studies/ed-recipe-smollm2).
+COLLAPSE_ADVICE = ("A model that gives the most frequent training answer to every document has learned only that "
+                   "answer: train on more records, for more steps, or at a higher learning rate (on MAVEN ED, "
+                   "SmolLM2-135M-Instruct collapsed with 300 sentences and 75 steps, and did not with 1,200 sentences "
+                   "and 300 steps: docs/studies/ed-recipe-smollm2).")
 
 
 class GoldTextError(UserError):
@@ -110,6 +115,14 @@ def degeneracy(predictions: Sequence[str], targets: Sequence[str], parsed: Seque
     share, gold_share = count / len(predictions), gold_count / len(targets)
     runaway = sum(any(e.kind == "runaway" for e in p.errors) for p in parsed) / len(parsed)
     return Degeneracy(runaway, share, top, share >= COLLAPSE_SHARE and gold_share < COLLAPSE_SHARE)
+
+
+def collapse_note(degeneracy: Degeneracy, targets: Sequence[str]) -> str:
+    """A collapsed run in words: its one answer, how often the gold answers are that answer, and what to try."""
+    gold = sum(" ".join(t.split()) == degeneracy.top_answer for t in targets) / len(targets)
+    shown = degeneracy.top_answer if len(degeneracy.top_answer) <= 60 else degeneracy.top_answer[:57] + "..."
+    return (f"collapsed: {degeneracy.top_answer_share:.0%} of the outputs are one answer ({shown!r}), the gold answer "
+            f"of {gold:.0%} of the documents. {COLLAPSE_ADVICE}")
 
 
 def logged_degeneracy(samples: Sequence[Mapping[str, Any]], spec: TaskSpec) -> Degeneracy:

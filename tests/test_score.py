@@ -137,3 +137,19 @@ def test_domain_names_the_aspect_list_of_present_only_targets():
     assert d2["accuracy"] == 0.8 and d2["format_error_rate"] == 0.0  # 5 D2 aspects, one wrong
     d1 = score_texts("masa", "ew-sde", [prediction], [target])
     assert d1["accuracy"] == 1.0 and d1["format_error_rate"] == 1.0  # an unknown aspect under D1
+
+
+def test_a_collapsed_run_is_named_with_its_answer_and_what_to_try(tmp_path, capsys):
+    """The committed ES-SDE board entry on MAVEN ED answered 'no event' nearly everywhere: sde score says so on
+    stderr (the JSON on stdout stays as it is), with how often that answer is right, and what undid it here."""
+    board = Path(__file__).resolve().parents[1] / "leaderboards" / "submissions"
+    entry = next(board.glob("*-first-nomi-lines-pu-text-none-16550876"))
+    samples = [json.loads(line) for line in (entry / "samples_sde_ed.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = tmp_path / "outputs.jsonl"
+    rows.write_text("".join(json.dumps({"prediction": s["resps"][0][0], "target": s["target"]}) + "\n"
+                            for s in samples), encoding="utf-8")
+    assert main(["score", "--task", "ed", "--design", "es-sde", str(rows)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["collapsed"] is True
+    assert err.startswith("sde score: collapsed: 99% of the outputs are one answer ('Catastrophe: NONE Attack: NONE")
+    assert "the gold answer of 52% of the documents" in err and "docs/studies/ed-recipe-smollm2" in err
