@@ -39,7 +39,7 @@ def test_resolve_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_lora_rank_holds_the_adapters_rank() -> None:
-    assert [engines.lora_rank(r) for r in (1, 8, 9, 16, 33)] == [8, 8, 16, 16, 64]
+    assert [engines.vllm_lora_rank(r) for r in (1, 8, 9, 16, 33)] == [8, 8, 16, 16, 64]
 
 
 def test_study_without_a_working_vllm(tiny_model_dir: Path, tmp_path: Path, broken_vllm: dict[str, str]) -> None:
