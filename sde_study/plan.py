@@ -21,8 +21,8 @@ from sde_datagen.errors import UserError
 from sde_datagen.tasks import Task, get_task
 from sde_files import write_atomic
 from sde_study.engines import ENGINE_NAMES
-from sde_study.race import RaceSettings
-from sde_tasks.rules import RULES
+from sde_tasks import significance as sig
+from sde_tasks.rules import PAPER, RULES
 from sde_train.config import shown
 
 PLAN_NAME = "study.yaml"
@@ -34,6 +34,27 @@ ADAPTER, EVAL, TRAINED, RESULT, STATE, LOCK = "adapter", "eval", "train.json", "
 CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "overwrite", "push_to_hub",
                  "private", "split")
 EXTENDABLE = ("designs", "seeds", "analysis")
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
+    it eliminates by."""
+
+    max_seeds: int = 5
+    budget_hours: float | None = None
+    delta: float = 0.0
+    rule: str = PAPER
+    alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
+
+    def look_level(self) -> float:
+        """The level of one look: alpha split over the looks the race can make (one per rung after the first)."""
+        return self.alpha / max(1, self.max_seeds - 1)
+
+    def words(self) -> str:
+        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}"
+                + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
+
 
 
 @dataclass

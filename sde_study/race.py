@@ -28,6 +28,7 @@ from statistics import NormalDist
 from typing import Any
 
 from sde_study.folder import tuned_key
+from sde_study.plan import RaceSettings
 from sde_tasks import significance as sig
 from sde_tasks.rules import PAPER, STRICT
 from sde_tasks.docstats import DocStats
@@ -35,26 +36,6 @@ from sde_tasks.docstats import DocStats
 SEPARATED, TIE_SET, SEEDS_EXHAUSTED, BUDGET = "separated", "tie set", "seeds exhausted", "budget"
 NONE_LEFT = "no design left (every one collapsed or failed twice the same way)"
 ONE_LEFT = "one design left (every other one collapsed or failed twice the same way)"
-
-
-@dataclass(frozen=True)
-class RaceSettings:
-    """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
-    it eliminates by."""
-
-    max_seeds: int = 5
-    budget_hours: float | None = None
-    delta: float = 0.0
-    rule: str = PAPER
-    alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
-
-    def look_level(self) -> float:
-        """The level of one look: alpha split over the looks the race can make (one per rung after the first)."""
-        return self.alpha / max(1, self.max_seeds - 1)
-
-    def words(self) -> str:
-        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}"
-                + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
 
 
 @dataclass(frozen=True)
