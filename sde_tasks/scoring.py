@@ -28,9 +28,9 @@ PARSE_MODE = "soft"  # the paper scores what lenient parsing recovers; errors st
 COLLAPSE_SHARE = 0.9  # a run is collapsed when one answer is this share of its outputs while the gold answers vary
 # What a collapse most often means, and what undid one here (docs/studies/ed-recipe-smollm2).
 COLLAPSE_ADVICE = ("A model that gives the most frequent training answer to every document has learned only that "
-                   "answer: train on more records, for more steps, or at a higher learning rate (on MAVEN ED, "
-                   "SmolLM2-135M-Instruct collapsed with 300 sentences and 75 steps, and did not with 1,200 sentences "
-                   "and 300 steps: docs/studies/ed-recipe-smollm2).")
+                   "answer: train for more steps (epochs), on more records, or at a higher learning rate (on MAVEN ED, "
+                   "SmolLM2-135M-Instruct collapsed after 75 steps on 300 sentences, and did not after 300 steps, on "
+                   "the same 300 sentences or on 1,200: docs/studies/ed-recipe-smollm2).")
 
 
 class GoldTextError(UserError):

@@ -183,7 +183,7 @@ def test_a_collapsed_cell_is_reported_with_what_its_training_data_says(tmp_path:
            "steps": 10, **evidence}
     line = "\n".join(collapsed_lines([row]))
     assert f"99% one answer; {evidence['top_answer_train_share']:.0%} of the training answers are that answer, 10 " \
-           "optimizer steps" in line and "train on more records" in line
+           "optimizer steps" in line and "train for more steps (epochs)" in line
 
 
 def test_every_study_command_takes_its_folder_as_out_and_the_old_positional_still_works(tmp_path: Path) -> None:
