@@ -24,19 +24,6 @@ TASKS = {"ner": ("ner", "sde_ner"), "masa": ("masa", "sde_masa_id")}
 PROBE = {"threads": (1, 2), "batch": (8, 32)}
 
 
-def matmul_gflops(dtype, seconds: float = 2.0, n: int = 1024) -> float:
-    """Sustained n x n matmul GFLOP/s in `dtype` with torch's current thread count."""
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        runs += 1
-    return 2 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
-
-
 def copy_gb_per_s(mib: int = 512, repeats: int = 5) -> float:
     """Memory bandwidth: bytes read + written per second by a large tensor copy (best of `repeats`)."""
     import torch
@@ -49,18 +36,6 @@ def copy_gb_per_s(mib: int = 512, repeats: int = 5) -> float:
         dst.copy_(src)
         best = min(best, time.perf_counter() - start)
     return 2 * src.numel() * 4 / best / 1e9
-
-
-def flops_per_token(model_dir: Path) -> tuple[float, float]:
-    """(prompt token, generated token) forward FLOPs: 2 x non-embedding parameters; a generated token adds the
-    output layer (vLLM computes logits only where it samples)."""
-    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    h, layers, inter, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
-    head = cfg.get("head_dim") or h // cfg["num_attention_heads"]
-    kv = cfg["num_key_value_heads"] * head
-    per_layer = h * cfg["num_attention_heads"] * head * 2 + 2 * h * kv + 3 * h * inter
-    body = 2 * layers * per_layer
-    return body, body + 2 * h * vocab
 
 
 def train_adapter(base: Path, task: str, out: Path, steps: int) -> Path:
@@ -124,10 +99,13 @@ def engines_main(ner_docs: int, masa_docs: int, max_gen_toks: int, adapter_steps
     from sde_train.models import fetch_model
     from sde_train.threads import free_cores
 
+    from limits import forward_flops_per_token, matmul_flops
+
     base = fetch_model("smollm2-135m-instruct", work / "smollm2")
     cores = free_cores()
     torch.set_num_threads(cores)
-    fp32, bf16, bandwidth = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16), copy_gb_per_s()
+    fp32, bf16 = (matmul_flops(name, cores) / 1e9 for name in ("float32", "bfloat16"))
+    bandwidth = copy_gb_per_s()
     print(f"machine: {os.cpu_count()} cores ({cores} free), fp32 matmul {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s, "
           f"copy {bandwidth:.1f} GB/s", flush=True)
     adapters = {task: train_adapter(base, task, work / f"adapter-{task}", adapter_steps) for task in TASKS}
@@ -156,7 +134,7 @@ def engines_main(ner_docs: int, masa_docs: int, max_gen_toks: int, adapter_steps
                 runs["vllm", task, kind] = evaluate(lm, lm_task, docs[task], work / f"vllm-{task}-{kind}", max_gen_toks)
             print(f"  vllm {task:<4} {kind:<7} {docs[task] / runs['vllm', task, kind].seconds:.3f} docs/s", flush=True)
 
-    prompt_flops, gen_flops = flops_per_token(base)
+    prompt_flops, gen_flops = forward_flops_per_token(base)
     print(f"\nSmolLM2-135M-Instruct fp32, ES-SDE prompts with the chat template, greedy, max_gen_toks={max_gen_toks}; "
           f"limit = fp32 {fp32:.0f} GFLOP/s / FLOPs per document ({prompt_flops / 1e9:.3f} GFLOP per prompt token, "
           f"{gen_flops / 1e9:.3f} per generated token)")

@@ -22,8 +22,13 @@ counted alike; the clock covers the training loop only (not loading or tokenizin
     python bench/train.py --model smollm2          # CPU, real SmolLM2-135M-Instruct (sde models get)
     python bench/train.py --gpu --model qwen2.5-1.5b-shape   # CUDA bf16, with MFU
 
+On CPU the bench also measures the machine's limits in the same run (bench/limits.py: the best FLOP/s of
+large fp32 and bf16 matrix products at the workers' thread count, before and after the rows), and reports
+each row's model FLOP/s (the PaLM count MFU uses) as a fraction of the limit of its dtype.
+
 Ends with one JSON line: {"speedup_vs_trl": …, "memory_ratio_vs_trl": …, "tokens_per_s": …,
-"speedup_vs_fp32": …, "loss_vs_fp32": …, …} (the last two: `sde train` auto against --precision fp32).
+"speedup_vs_fp32": …, "loss_vs_fp32": …, "fraction_of_bf16_limit": …, …} (`speedup_vs_fp32`, `loss_vs_fp32`:
+`sde train` auto against --precision fp32).
 """
 from __future__ import annotations
 
@@ -60,7 +65,8 @@ GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16,
 TRAINERS = {"trl-default": "TRL SFTTrainer, default", "trl-default-bf16": "TRL SFTTrainer, default, bf16=True",
             "trl-bfd": "TRL SFTTrainer, packing bfd (padding-free)", "sde-fp32": "sde train --precision fp32",
             "sde": "sde train (--precision auto)"}
-BF16_ROWS = ("trl-default-bf16",)  # run where the hardware has bf16 (CUDA; CPU with AVX512_BF16 or AMX)
+BF16_ROWS = ("trl-default-bf16",)
+FP32_ROWS = ("trl-default", "trl-bfd", "sde-fp32")  # on CPU: TRL's rows without bf16=True compute in fp32  # run where the hardware has bf16 (CUDA; CPU with AVX512_BF16 or AMX)
 
 
 def prepare(work: Path, model_name: str) -> tuple[Path, Path]:
@@ -186,21 +192,6 @@ def run_worker(kind: str, args: argparse.Namespace, data: Path, model: Path, wor
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def train_flops_per_token(model_dir: Path, seq_len: float) -> float:
-    """Model FLOPs as MFU usually counts them (PaLM): 6 x (decoder + LM head weights) + 12·layers·d·seq.
-    The same count for every trainer: work one of them skips (frozen-weight gradients under LoRA, the
-    LM head off the loss positions, padding) is not credited to anyone."""
-    from transformers import AutoConfig
-
-    c = AutoConfig.from_pretrained(model_dir)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    q, kv = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
-    per_layer = 2 * c.hidden_size * q + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
-    body = c.num_hidden_layers * per_layer
-    head = c.hidden_size * c.vocab_size
-    return 6 * (body + head) + 12 * c.num_hidden_layers * q * seq_len
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, choices=[*SHAPES, *REAL],
@@ -244,18 +235,26 @@ def main() -> None:
           f"max length {args.max_length}, LoRA r8 all-linear dropout 0.1; "
           f"{'cuda bf16 ' + torch.cuda.get_device_name() if args.gpu else f'cpu, {torch.get_num_threads()} threads'}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    from limits import cpu_limits, train_flops_per_token
+    from sde_train.threads import choose_threads
     from sde_train.trainer import cpu_has_bf16
 
     kinds = [k for k in TRAINERS if k not in BF16_ROWS or args.gpu or cpu_has_bf16()]
     if args.gpu:  # on CUDA every row is bf16 already
         kinds = [k for k in kinds if k not in BF16_ROWS and k != "sde-fp32"]
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    threads = None if args.gpu else choose_threads()  # what each worker process takes, measured alike
+    limits = [] if args.gpu else [cpu_limits(threads)]
     for round_ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
         for kind in kinds:
             r = run_worker(kind, args, data, model, work, order)
             r["tokens_per_s"] = r["tokens"] / r["seconds"]
             runs[kind].append(r)
             print(f"round {round_ + 1} {kind}: {r['tokens_per_s']:,.1f} tokens/s", flush=True)
+    if not args.gpu:  # the limit at both ends of the rows: the best of the two, as for the rows
+        limits.append(cpu_limits(threads))
+        limit = {name: max(m[name] for m in limits) for name in limits[0]}
+        print("limits at " + f"{threads} thread(s): " + ", ".join(f"{n} {v / 1e9:,.0f} GFLOP/s" for n, v in limit.items()))
     # best round of each: noise on a shared machine only ever slows a run down
     best = {kind: max(rs, key=lambda r: r["tokens_per_s"]) for kind, rs in runs.items()}
     peak = {kind: max(r["peak_memory"] for r in rs) for kind, rs in runs.items()}
@@ -264,15 +263,19 @@ def main() -> None:
     flops = train_flops_per_token(model, seq_len)
     gpu_peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in torch.cuda.get_device_name()), None) \
         if args.gpu else None
+    # each row's own dtype: fp32 rows against the fp32 limit, bf16 rows against the bf16 limit
+    row_limit = {} if args.gpu else {k: limit["float32" if k in FP32_ROWS or "bfloat16" not in limit else "bfloat16"]
+                                     for k in kinds}
 
     mem_name = "peak CUDA alloc MiB" if args.gpu else "peak RSS MiB"
     print(f"\n| trainer | steps | real tokens | tokens computed (incl. padding) | seconds | tokens/s | {mem_name} | "
-          f"final loss | vs fastest TRL (speed, memory) |{' MFU |' if gpu_peak else ''}")
-    print("|---" * (9 + bool(gpu_peak)) + "|")
+          f"final loss | vs fastest TRL (speed, memory) |{' MFU |' if gpu_peak else ' of its dtype limit |'}")
+    print("|---" * 10 + "|")
     for kind in kinds:
         name, r = TRAINERS[kind], best[kind]
         ratio = f"{r['tokens_per_s'] / best[fastest_trl]['tokens_per_s']:.2f}x, {peak[kind] / peak[fastest_trl]:.2f}x"
-        mfu = f" {r['tokens_per_s'] * flops / gpu_peak:.1%} |" if gpu_peak else ""
+        peak_flops = gpu_peak or row_limit.get(kind)
+        mfu = f" {r['tokens_per_s'] * flops / peak_flops:.1%} |" if peak_flops else " n/a |"
         print(f"| {name} | {r['steps']} | {r['tokens']:.0f} | {r['computed']:.0f} | {r['seconds']:.1f} | "
               f"{r['tokens_per_s']:,.1f} | {peak[kind] / 2**20:,.0f} | {r['final_loss']:.4f} | {ratio} |{mfu}")
     for kind in kinds:
@@ -286,6 +289,10 @@ def main() -> None:
     if "sde-fp32" in best:  # bf16 against fp32 on the same samples: speed and the mean loss of the run
         out["speedup_vs_fp32"] = round(best["sde"]["tokens_per_s"] / best["sde-fp32"]["tokens_per_s"], 3)
         out["loss_vs_fp32"] = round(best["sde"]["final_loss"] / best["sde-fp32"]["final_loss"] - 1, 4)
+    if not args.gpu and "bfloat16" in limit:
+        out["fraction_of_bf16_limit"] = round(best["sde"]["tokens_per_s"] * flops / limit["bfloat16"], 3)
+        out["bf16_limit_gflops"] = round(limit["bfloat16"] / 1e9, 1)
+        out["threads"] = threads
     if gpu_peak:
         out["mfu"] = round(best["sde"]["tokens_per_s"] * flops / gpu_peak, 4)
         out["mfu_trl"] = round(best[fastest_trl]["tokens_per_s"] * flops / gpu_peak, 4)

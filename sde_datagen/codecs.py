@@ -43,8 +43,9 @@ class Codec:
         # " , " and " ; ", which then never split.
         self._pairs_re = re.compile(r"(?<! )" + re.escape(self.pairs))
         self._soft_kv = tuple(dict.fromkeys((self.kv, self.kv.strip(), "：", ":")))
-        spans_re = re.compile(r"(?<! )" + re.escape(self.spans_sep))
-        self._family: Reader = family_of(spec.family).reader(spec, design.format, design.labels == "numeric", spans_re)
+        self._spans_re = re.compile(r"(?<! )" + re.escape(self.spans_sep))
+        self._family: Reader = family_of(spec.family).reader(spec, design.format, design.labels == "numeric",
+                                                              self._spans_re)
 
     # ---------------------------------------------------------------- render
     def render(self, targets: Targets, rationales: dict[str, str] | None = None) -> str:
@@ -96,8 +97,7 @@ class Codec:
             items = self._text_items(text, errors, soft)
         values, found_errors, stray = self._family.read(items, soft)
         errors += found_errors
-        loop = runaway(text, [(i.key, str(i.value)) for i in items] + stray
-                       + [(k, s) for k, v in values.items() if isinstance(v, list) for s in v])
+        loop = repeated_item(atoms_of(items, values, stray)) or ends_in_loop(text)
         if loop:
             errors.append(FormatError("runaway", loop))
         if self.listed:
@@ -105,6 +105,32 @@ class Codec:
             if missing:
                 errors.append(FormatError("missing_target", f"nothing for {', '.join(missing)}"))
         return Parsed(self._family.fill(values), errors, stray)
+
+    def runaway_stop(self, partial: str) -> str | None:
+        """The answer to keep when generation may stop at `partial`, a runaway whatever is added to it: the partial
+        answer up to its last boundary (the end of an item, or of a span in a list of spans), when that already
+        repeats one item or span RUNAWAY_REPEATS times; None when generation must go on. Items and spans only
+        accumulate as text is added, so the whole answer would repeat it as often: a format error, as the kept
+        answer is, and the strict rule scores both as empty (tests/test_runaway_stop.py checks it on every
+        committed output)."""
+        kept = partial[:max(self.boundaries(partial), default=0)].strip()
+        if not kept:
+            return None
+        errors: list[FormatError] = []
+        items = (self._json_items if self.design.format in ("json", "heuristic") else self._text_items)(
+            kept, errors, False)
+        values, _, stray = self._family.read(items, False)
+        return kept if repeated_item(atoms_of(items, values, stray)) is not None else None
+
+    def boundaries(self, text: str) -> list[int]:
+        """Where an item or a span of a list may end in `text`: line breaks, the natural format's separators between
+        pairs, and an extraction answer's separators between spans (JSON lists apart: a cut inside one is no JSON)."""
+        found = [m.start() for m in re.finditer("\n", text)]
+        if self.design.format == "natural":
+            found += [m.start() for m in self._pairs_re.finditer(text)]
+        if self.spec.family == "extraction" and self.design.format in ("natural", "lines"):
+            found += [m.start() for m in self._spans_re.finditer(text)]
+        return sorted(found)
 
     def _text_items(self, text: str, errors: list[FormatError], soft: bool) -> list[Item]:
         if self.reasoning != "none" and self.open in text:
@@ -193,14 +219,24 @@ class Codec:
         return items
 
 
-def runaway(text: str, atoms: list[tuple[str, str]]) -> str | None:
-    """Why an answer is degenerate (None when it is not): an item (a key and value, or a type and span) given
-    RUNAWAY_REPEATS times or more, or a text that ends in RUNAWAY_REPEATS copies of one unit of 2 or more
-    characters, the end of a loop that generation stopped wherever the token budget ran out."""
+def atoms_of(items: list[Item], values: dict, stray: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What an answer may repeat: its items (a key and value, or a type and span), strays, and each span."""
+    return ([(i.key, str(i.value)) for i in items] + stray
+            + [(k, s) for k, v in values.items() if isinstance(v, list) for s in v])
+
+
+def repeated_item(atoms: list[tuple[str, str]]) -> str | None:
+    """Why an answer is a runaway, when one item is given RUNAWAY_REPEATS times or more (None when none is)."""
     if atoms:
         (key, value), count = Counter(atoms).most_common(1)[0]
         if count >= RUNAWAY_REPEATS:
             return f"'{key}: {value[:30]}' {count} times"
+    return None
+
+
+def ends_in_loop(text: str) -> str | None:
+    """Why an answer is a runaway, when it ends in RUNAWAY_REPEATS copies of one unit of 2 or more characters: the
+    end of a loop that generation stopped wherever the token budget ran out (None when it does not)."""
     n = len(text)
     for unit in range(2, min(LONGEST_LOOP, n // RUNAWAY_REPEATS) + 1):
         if text[-1] != text[-1 - unit] or text[-2] != text[-2 - unit]:

@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import shlex
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ContextManager, Iterator, Protocol
@@ -28,6 +29,40 @@ ENGINES = ("auto", *ENGINE_NAMES)  # what --engine takes: auto is vllm where it 
 # vLLM's KV cache on a CPU (GiB) unless VLLM_CPU_KVCACHE_SPACE says otherwise: ~80k tokens of SmolLM2 in fp32.
 CPU_KV_CACHE_GIB = 4
 INSTALL_HINT = "make install-vllm (CPU) or pip install 'sde-kit[vllm]' (GPU)"
+# What an engine runs under, in a study and in the `lm_eval` command that reproduces a cell. vLLM's engine in
+# the calling process: no spawned engine-core process (a study worker, a test, a script without a __main__ guard
+# all work; on a 2-core machine the spawned process dies at the first batch of SmolLM2, EngineDeadError).
+VLLM_MODELS = ("vllm", "sde-vllm")  # lm_eval's --model names of a vLLM cell (sde-vllm: runaways stopped)
+VLLM_ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+DTYPES = ("auto", "bfloat16", "float32")  # auto: the checkpoint's own dtype
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    """How the vLLM engine generates: plan settings, recorded in study.yaml (a plan written before them has none,
+    and keeps vLLM's defaults). Measured on SmolLM2 NER by bench/profile_eval.py and bench/cell.py."""
+
+    # Tokens per KV-cache block. The prefix cache shares whole blocks, and vLLM's CPU default of 128 is longer than
+    # the chat template and instruction every document shares, so nothing was ever shared; its CPU attention takes
+    # multiples of 32. 32: the same outputs, 20% less evaluation time on NER.
+    kv_block: int = 32
+    # The base weights' dtype: bf16 is faster on CPUs with AMX, and changes some outputs (opt in).
+    dtype: str = "auto"
+    # Stop an answer once it is a runaway whatever follows (sde_datagen.codecs.Codec.runaway_stop). Replayed on the
+    # committed NER races (bench/runaway_stop.py): 20-23% fewer generated tokens, every strict score the same, but
+    # paper-rule F1 moves by up to 0.11 and both races' paper-rule finalists change. Off unless asked for: a
+    # strict-rule study may turn it on.
+    runaway_stop: bool = False
+
+    def problem(self) -> tuple[str, str] | None:
+        """(the setting, what it must be) where one is wrong; None when all are right."""
+        if self.kv_block < 32 or self.kv_block % 32:
+            return "kv_block", "a multiple of 32 (vLLM's CPU attention takes no other)"
+        if self.dtype not in DTYPES:
+            return "dtype", f"one of {', '.join(DTYPES)}"
+        return None
 
 
 def vllm_problem() -> str | None:
@@ -98,11 +133,15 @@ class Engine(Protocol):
     @property
     def tokenizer(self) -> Any: ...
 
-    def lm(self, adapter: Path | None) -> ContextManager[Any]:
-        """An lm-eval LM of the base model with the adapter at `adapter` (None: untuned)."""
+    def lm(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> ContextManager[Any]:
+        """An lm-eval LM of the base model with the adapter at `adapter` (None: untuned); `runaways`: the (task,
+        design) whose runaway answers the engine may stop early."""
 
-    def model_args(self, adapter: Path | None) -> str:
-        """lm-eval's --model_args that load the same model and adapter."""
+    def model_name(self, runaways: tuple[str, str] | None = None) -> str:
+        """lm-eval's --model that generates the same way."""
+
+    def model_args(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> str:
+        """lm-eval's --model_args that load the same model and adapter, and generate the same way."""
 
 
 def vllm_lora_rank(adapters_r: int) -> int:
@@ -156,14 +195,17 @@ class HFEngine:
             self._model = tuned.unload()
 
     @contextlib.contextmanager
-    def lm(self, adapter: Path | None) -> Iterator[Any]:
-        """An lm-eval LM of the base model with `adapter` (None: untuned)."""
+    def lm(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> Iterator[Any]:
+        """An lm-eval LM of the base model with `adapter` (None: untuned); it never stops an answer early."""
         from lm_eval.models.huggingface import HFLM
 
         with self.adapter(adapter) as model:
             yield HFLM(pretrained=model, tokenizer=self.path, batch_size=self.batch_size)
 
-    def model_args(self, adapter: Path | None) -> str:
+    def model_name(self, runaways: tuple[str, str] | None = None) -> str:
+        return self.name
+
+    def model_args(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> str:
         return f"pretrained={self.path}" + (f",peft={adapter}" if adapter else "")
 
 
@@ -172,11 +214,11 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, path: str, max_lora_rank: int = 8, **engine_args: Any):
+    def __init__(self, path: str, max_lora_rank: int = 8, settings: VLLMSettings | None = None):
         self.path = path
-        self.dtype = model_dtype(path)
+        self.settings = settings  # None: vLLM's defaults, the checkpoint's dtype, no runaway stop
+        self.dtype = settings.dtype if settings and settings.dtype != "auto" else model_dtype(path)
         self.max_lora_rank = vllm_lora_rank(max_lora_rank)
-        self.engine_args = engine_args
         self.hf = HFEngine(path)  # the perplexity signals need logits of every prompt token: plain transformers
         self._ids = itertools.count(1)
 
@@ -191,21 +233,30 @@ class VLLMEngine:
             # vLLM binds its threads once, at start (and ignores torch.set_num_threads after): the free cores now.
             os.environ.setdefault("OMP_NUM_THREADS", str(choose_threads()))
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
-            # The engine in this process: no spawned engine-core process (a study worker, a test, a script
-            # without a __main__ guard all work), and on a 2-core machine no second process to share them with.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            for name, value in VLLM_ENVIRONMENT.items():
+                os.environ.setdefault(name, value)
             return SwappableVLLM(pretrained=self.path, dtype=self.dtype, max_lora_rank=self.max_lora_rank,
-                                 batch_size="auto", **self.engine_args)
+                                 batch_size="auto", **self.engine_args())
+
+    def engine_args(self) -> dict[str, Any]:
+        """What the plan's settings pass to vLLM's LLM (as lm_eval's --model_args pass them)."""
+        return {"block_size": self.settings.kv_block} if self.settings else {}
 
     @contextlib.contextmanager
-    def lm(self, adapter: Path | None) -> Iterator[Any]:
+    def lm(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> Iterator[Any]:
+        """`runaways`: (task, design) whose runaway answers stop early, where the settings ask for it."""
         engine = self.engine
         # A fresh id per evaluation: vLLM caches adapters by id, and a retrained cell reuses its path.
         engine.use_adapter(adapter, next(self._ids))
+        engine.stop_runaways(*(self.runaways(runaways) or (None, None)))
         try:
             yield engine
         finally:
             engine.use_adapter(None, 0)
+            engine.stop_runaways(None, None)
+
+    def runaways(self, runaways: tuple[str, str] | None) -> tuple[str, str] | None:
+        return runaways if self.settings and self.settings.runaway_stop else None
 
     @property
     def model(self):
@@ -215,16 +266,25 @@ class VLLMEngine:
     def tokenizer(self):
         return self.hf.tokenizer
 
-    def model_args(self, adapter: Path | None) -> str:
+    def model_args(self, adapter: Path | None, runaways: tuple[str, str] | None = None) -> str:
         args = f"pretrained={self.path},dtype={self.dtype}"
-        return args + (f",lora_local_path={adapter},max_lora_rank={self.max_lora_rank}" if adapter else "")
+        args += "".join(f",{k}={v}" for k, v in self.engine_args().items())
+        args += f",lora_local_path={adapter},max_lora_rank={self.max_lora_rank}" if adapter else ""
+        if stop := self.runaways(runaways):
+            args += f",runaway_task={stop[0]},runaway_design={stop[1]}"
+        return args
+
+    def model_name(self, runaways: tuple[str, str] | None = None) -> str:
+        """lm_eval's --model: the kit's subclass where it stops runaways (registered by the task pack's hook)."""
+        return "sde-vllm" if self.runaways(runaways) else "vllm"
 
 
-def make_engine(name: str, path: str, batch_size: int, max_lora_rank: int) -> Engine:
+def make_engine(name: str, path: str, batch_size: int, max_lora_rank: int,
+                vllm_settings: VLLMSettings | None = None) -> Engine:
     """The engine `name` for the base model at `path` (a local folder is named by its absolute path)."""
     if Path(path).expanduser().is_dir():
         path = str(Path(path).expanduser().resolve())
-    return VLLMEngine(path, max_lora_rank) if name == "vllm" else HFEngine(path, batch_size)
+    return VLLMEngine(path, max_lora_rank, vllm_settings) if name == "vllm" else HFEngine(path, batch_size)
 
 
 def same_generation(a: str, b: str) -> bool:
@@ -236,10 +296,13 @@ def same_generation(a: str, b: str) -> bool:
 def lm_eval_command(engine: str, model_args: str, tasks: tuple[str, ...], design: str, out: Path, *,
                     chat_template: bool, limit: int | None, batch_size: int, num_fewshot: int | None = None,
                     include_path: str | None = None, max_gen_toks: int | None = None) -> str:
-    """The `lm_eval` command line that runs the same evaluation (the task pack found by the install's hook)."""
-    parts = ["lm_eval", "--model", engine, "--model_args", model_args, "--tasks", ",".join(tasks),
-             "--metadata", json.dumps({"design": design}), "--batch_size", "auto" if engine == "vllm" else str(batch_size),
-             "--log_samples", "--output_path", str(out)]
+    """The `lm_eval` command line that runs the same evaluation (the task pack found by the install's hook), after
+    the environment variables the engine runs under."""
+    vllm = engine in VLLM_MODELS
+    parts = [f"{name}={value}" for name, value in VLLM_ENVIRONMENT.items()] if vllm else []
+    parts += ["lm_eval", "--model", engine, "--model_args", model_args, "--tasks", ",".join(tasks),
+              "--metadata", json.dumps({"design": design}), "--batch_size", "auto" if vllm else str(batch_size),
+              "--log_samples", "--output_path", str(out)]
     if include_path:
         parts += ["--include_path", include_path]
     if chat_template:

@@ -20,7 +20,7 @@ from sde_datagen.design import Design, design_axes, resolve_designs
 from sde_datagen.errors import UserError
 from sde_datagen.tasks import Task, get_task
 from sde_files import write_atomic
-from sde_study.engines import ENGINE_NAMES
+from sde_study.engines import ENGINE_NAMES, VLLMSettings
 from sde_tasks import significance as sig
 from sde_tasks.rules import PAPER, RULES
 from sde_train.config import shown
@@ -81,6 +81,7 @@ class Plan:
     engine: str = "hf"  # what generates the evaluated outputs: vllm or hf (sde_study.engines)
     signal_limit: int | None = None  # PE signals on the first N test documents (None: as the cells, eval_limit)
     race: RaceSettings | None = None  # `sde study race`'s settings; None: a grid
+    vllm: VLLMSettings | None = None  # how the vllm engine generates; None: vLLM's defaults (plans before them)
 
     @property
     def signal_docs(self) -> int | None:
@@ -124,13 +125,23 @@ class Plan:
         args += ["--eval-batch-size", str(self.eval_batch_size)]
         if self.max_gen_toks is not None:
             args += ["--max-gen-toks", str(self.max_gen_toks)]
-        args += ["--engine", self.engine, "--no-analysis", "--out", out]
+        args += ["--engine", self.engine, *self.vllm_flags(), "--no-analysis", "--out", out]
         if not self.train:
             return shlex.join(args)
         config = f"{out}.train.yaml"
         settings = yaml.safe_dump(self.train, sort_keys=True).replace("\n", "\\n")
         return f"printf {shlex.quote(settings)} > {shlex.quote(config)} && " + shlex.join(
             [*args, "--train-config", config])
+
+    def vllm_flags(self) -> list[str]:
+        """The flags that give a vllm cell the same generation (a plan without settings never stopped a runaway;
+        vLLM's own KV block size changes no output)."""
+        if self.engine != "vllm":
+            return []
+        if self.vllm is None:
+            return ["--no-runaway-stop"]
+        return ["--kv-block", str(self.vllm.kv_block), "--eval-dtype", self.vllm.dtype,
+                "--runaway-stop" if self.vllm.runaway_stop else "--no-runaway-stop"]
 
     def items(self) -> list["WorkItem"]:
         """Every unit of work, in a fixed order: tuned cells, then the PE signals per design."""
@@ -150,6 +161,12 @@ class Plan:
             data = {**data, "race": typed(RaceSettings, race, source, "race.")}
             if data["race"].rule not in RULES:
                 raise UserError(f"{source}: field 'race.rule': expected {' or '.join(RULES)}, got {shown(race['rule'])}")
+        vllm = data.get("vllm")
+        if isinstance(vllm, dict):
+            data = {**data, "vllm": typed(VLLMSettings, vllm, source, "vllm.")}
+            if problem := data["vllm"].problem():
+                name, expected = problem
+                raise UserError(f"{source}: field 'vllm.{name}': expected {expected}, got {shown(vllm[name])}")
         plan = typed(cls, data, source)
         if plan.engine not in ENGINE_NAMES:
             raise UserError(f"{source}: field 'engine': expected {' or '.join(ENGINE_NAMES)}, got {shown(plan.engine)}")

@@ -58,7 +58,7 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> Outco
 
     root = Path(root)
     plan = require_plan(root)
-    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, plan_lora_rank(plan))
+    engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, plan_lora_rank(plan), plan.vllm)
     outcome = Outcome()
     for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
         folder = item.folder(root)
@@ -182,12 +182,13 @@ def evaluate_cell(root: Path, plan: Plan, design: str, engine, adapter: Path | N
     limit = plan.signal_docs if signal else plan.eval_limit
     settings = dict(chat_template=plan.chat_template, limit=limit, num_fewshot=num_fewshot,
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
-    with engine.lm(adapter) as lm:
+    runaways = (plan.task_spec or plan.task, design)
+    with engine.lm(adapter, runaways) as lm:
         found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, task=plan.resolved_task(),
                             **settings)
     # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
-    command = lm_eval_command(engine.name, engine.model_args(adapter and inside(adapter, root)), plan.lm_eval_tasks,
-                              design, inside(out, root), batch_size=plan.eval_batch_size, **settings)
+    command = lm_eval_command(engine.model_name(runaways), engine.model_args(adapter and inside(adapter, root), runaways),
+                              plan.lm_eval_tasks, design, inside(out, root), batch_size=plan.eval_batch_size, **settings)
     return found, command
 
 

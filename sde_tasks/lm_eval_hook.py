@@ -7,6 +7,8 @@ something imports `lm_eval.tasks`, the finder lets it load normally and then wra
 `TaskManager.__init__` so that the SDE task folder is added to its `include_path` (first, so a
 user's own `--include_path` still overrides it). Guarded by lm_eval's version; turned off by
 setting SDE_KIT_NO_LM_EVAL_HOOK=1. Without the hook: `lm_eval --include_path "$(sde eval tasks-dir)"`.
+The same moment names the kit's own lm-eval models (`--model sde-vllm`), as lazy entries of lm-eval's registry:
+nothing of them is imported until a run asks for one.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ ENV_DISABLE = "SDE_KIT_NO_LM_EVAL_HOOK"
 TARGET_MODULE = "lm_eval.tasks"
 SUPPORTED = ((0, 4, 4), (0, 5, 0))  # lm_eval >= 0.4.4, < 0.5 (TaskManager(include_path=...))
 _MARK = "_sde_kit_tasks_dir"
+MODELS = {"sde-vllm": "sde_study.vllm_model:SwappableVLLM"}  # lm_eval --model names the kit adds
 
 
 def tasks_dir() -> Path:
@@ -83,6 +86,17 @@ def patch(task_manager_cls: type, *, respect_env: bool = True) -> bool:
     return True
 
 
+def register_models() -> None:
+    """Add the kit's models to lm-eval's registry as lazy entries (after lm-eval's own: its registry imports
+    lm_eval.models only while it is empty)."""
+    import lm_eval.models  # noqa: F401  (lm-eval's own entries, lazy too)
+    from lm_eval.api.registry import model_registry
+
+    for name, target in MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
+
+
 class _PatchAfterExec:
     """The real loader of lm_eval.tasks, plus a patch of TaskManager once the module has run."""
 
@@ -100,6 +114,10 @@ class _PatchAfterExec:
         task_manager = getattr(module, "TaskManager", None)
         if task_manager is not None and not disabled():
             patch(task_manager)
+            try:
+                register_models()
+            except Exception:  # an lm-eval without a lazy registry: `--model sde-vllm` is then not found, nothing else
+                pass
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -125,6 +125,26 @@ def test_study_model_and_config_mistakes(tmp_path):
                                                          str(tmp_path / "file" / "m"))
 
 
+def test_vllm_settings_mistakes(tmp_path, tiny_model_dir):
+    """The vllm engine's settings: a flag out of range, a flag for the other engine, a study.yaml that sets one wrong."""
+    study = ["study", "run", "--model", str(tiny_model_dir), "--task", "ner", "--designs", "es-sde", "--seeds", "0",
+             "--out", str(tmp_path / "s")]
+    assert sde(*study, "--engine", "hf", "--kv-block", "64") == ("sde: error: --kv-block, --eval-dtype and "
+                                                                "--runaway-stop set the vllm engine; this study "
+                                                                "evaluates with hf")
+    pytest.importorskip("vllm")
+    assert sde(*study, "--engine", "vllm", "--kv-block", "16") == ("sde: error: --kv-block: expected a multiple of 32 "
+                                                                  "(vLLM's CPU attention takes no other), got 16")
+    assert not (tmp_path / "s").exists()
+    folder = tmp_path / "planned"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(f"model: {tiny_model_dir}\ntask: ner\ndesigns: [first-nomi-lines-pu-text-none]\n"
+                                       "seeds: [0]\nengine: vllm\nvllm: {kv_block: 48}\n", encoding="utf-8")
+    assert sde("study", "status", str(folder)) == (f"sde: error: {folder / 'study.yaml'}: field 'vllm.kv_block': "
+                                                           "expected a multiple of 32 (vLLM's CPU attention takes no "
+                                                           "other), got 48")
+
+
 def test_export_leaves_nothing_behind_follows_the_umask_and_survives_an_offline_push(tmp_path):
     leftover = tmp_path / ".ds.tmp-killed"
     leftover.mkdir()

@@ -3,11 +3,13 @@ and vLLM (adapters swapped on one engine) generates what transformers + PEFT gen
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sde_datagen.errors import UserError
 from sde_study import engines
@@ -101,3 +103,55 @@ def test_vllm_study_trains_with_torchrun_after_its_engine_started(tiny_model_dir
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "study" / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["seed"], r["n_docs"]) for r in rows] == [(0, 2), (1, 2)]
+
+
+def test_vllm_settings_follow_the_flags_then_the_study_then_the_defaults() -> None:
+    """A study planned before the settings keeps vLLM's defaults on a rerun (its plan unchanged); a new study records
+    the defaults; a flag overrides either."""
+    from argparse import Namespace
+
+    from sde_study.cli import vllm_settings
+    from sde_study.plan import Plan
+
+    none = Namespace(kv_block=None, eval_dtype=None, runaway_stop=None)
+    old = Plan(model="m", task="ner", designs=["d"], seeds=[0], engine="vllm")
+    assert vllm_settings(none, "vllm", old) is None
+    assert vllm_settings(none, "vllm", None) == engines.VLLMSettings(kv_block=32, dtype="auto", runaway_stop=False)
+    asked = Namespace(kv_block=None, eval_dtype=None, runaway_stop=True)
+    assert vllm_settings(asked, "vllm", old) == engines.VLLMSettings(runaway_stop=True)
+    planned = Plan(model="m", task="ner", designs=["d"], seeds=[0], engine="vllm",
+                   vllm=engines.VLLMSettings(kv_block=64, dtype="bfloat16"))
+    assert vllm_settings(none, "vllm", planned) == planned.vllm
+    assert vllm_settings(none, "hf", None) is None
+    assert Plan.from_dict(yaml.safe_load(planned.to_yaml()), "study.yaml") == planned  # recorded, read back
+    assert planned.vllm_flags() == ["--kv-block", "64", "--eval-dtype", "bfloat16", "--no-runaway-stop"]
+    assert old.vllm_flags() == ["--no-runaway-stop"]
+
+
+STOP_SCRIPT = """
+import json, sys
+from vllm import SamplingParams
+from sde_study.vllm_model import SwappableVLLM
+lm = SwappableVLLM(pretrained=sys.argv[1], dtype="float32", batch_size="auto")
+prompts = [lm.tokenizer.encode(t) for t in ("DNA: NONE", "protein: IL-2, IL-2", "The cell line", "RNA")]
+params = SamplingParams(max_tokens=24, temperature=0)
+whole = [o.outputs[0].text for o in lm._model_generate(prompts, generate=True, sampling_params=params)]
+lm.stop_point = lambda text: text[:3] if len(text) >= 3 else None
+stopped = [o.outputs[0].text for o in lm._model_generate(prompts, generate=True, sampling_params=params)]
+lm.stop_point = None
+again = [o.outputs[0].text for o in lm._model_generate(prompts, generate=True, sampling_params=params)]
+print(json.dumps([whole, stopped, again]))
+"""
+
+
+def test_vllm_runaway_stop_keeps_what_the_stop_point_says_and_leaves_other_answers(tiny_model_dir: Path) -> None:
+    """The engine's runaway stop aborts an answer where its stop point says (looked at every CHECK_EVERY tokens) and
+    returns the text the stop point keeps; answers it never stops are generated as without it."""
+    pytest.importorskip("vllm")
+    done = subprocess.run([sys.executable, "-c", STOP_SCRIPT, str(tiny_model_dir)], capture_output=True, text=True,
+                          timeout=HANG_GUARD, env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    whole, stopped, again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert again == whole
+    assert all(s in (w, w[:3]) for w, s in zip(whole, stopped))
+    assert any(s != w for w, s in zip(whole, stopped))  # the tiny model's answers run past 8 tokens

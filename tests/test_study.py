@@ -138,13 +138,19 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
 
 def test_each_cell_reproduces_with_its_lm_eval_command(uninterrupted: Path, tmp_path: Path) -> None:
     """The study's evaluation (one engine, adapters swapped) writes what the `lm_eval` command line recorded for
-    the cell (and printed in REPORT.md) writes, byte for byte."""
+    the cell (and printed in REPORT.md) writes, byte for byte; the line runs as printed, in a shell whose `lm_eval`
+    is this install's (vLLM's line starts with the environment its engine needs)."""
     row = next(r for r in results(uninterrupted) if r["design"] == "last-nomi-natural-ou-text-none" and r["seed"] == 1)
-    args = shlex.split(row["lm_eval_command"])
-    assert args[:3] == ["lm_eval", "--model", require_plan(uninterrupted).engine]
-    assert row["lm_eval_command"] in (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
-    args[args.index("--output_path") + 1] = str(tmp_path / "cli")
-    cli = run([sys.executable, "-m", "lm_eval", *args[1:]], cwd=uninterrupted)
+    command = row["lm_eval_command"]
+    engine = require_plan(uninterrupted).engine
+    assert command.startswith({"vllm": "VLLM_ENABLE_V1_MULTIPROCESSING=0 lm_eval --model vllm ",
+                               "hf": "lm_eval --model hf "}[engine])
+    assert command in (uninterrupted / "REPORT.md").read_text(encoding="utf-8")
+    out = row["lm_eval_command"].split("--output_path ")[1].split()[0]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the line itself must set what it needs
+    cli = run(["bash", "-c", command.replace(f"--output_path {out}", f"--output_path {tmp_path / 'cli'}")],
+              cwd=uninterrupted, env=env)
     assert cli.returncode == 0, cli.stderr[-3000:]
     cell = uninterrupted / "cells" / row["design"] / "seed-1"
     ours = next(cell.glob("eval/**/samples_sde_ner_*.jsonl"))
