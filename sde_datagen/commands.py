@@ -7,7 +7,8 @@ from pathlib import Path
 from sde_datagen.data import bundled_dir
 from sde_datagen.design import AXES, DESIGN_SETS, OPTION_WORDS, PRESETS, resolve_design, resolve_designs
 from sde_datagen.errors import UserError
-from sde_datagen.tasks import BUILTIN, load_task
+from sde_datagen.flags import DESIGN_HELP, DESIGNS_HELP, INSTRUCTION_HELP, PRIVATE_HELP, PUSH_HELP, add_task_choice
+from sde_datagen.tasks import load_task
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -16,17 +17,17 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
     export = sub.add_parser("export", help="export design variants as a Hub-ready dataset repository")
     _task_args(export)
-    export.add_argument("--designs", required=True, help="presets, variant ids or sets (one-factor, grid), comma-separated")
-    export.add_argument("--train-size", type=int, help="sample this many train records")
+    export.add_argument("--designs", required=True, help=DESIGNS_HELP)
+    export.add_argument("--train-size", type=int, help="train records sampled (default: every record)")
     export.add_argument("--seed", type=int, default=0, help="seed of the train sample (default 0)")
-    export.add_argument("--instruction", type=int, default=0, help="instruction index: 0 canonical, 1.. paraphrases")
+    export.add_argument("--instruction", type=int, default=0, help=INSTRUCTION_HELP)
     export.add_argument("--rationales", help="JSONL of {id, target, rationale} overriding the extractive rationales")
     export.add_argument("--splits", default="train,validation,test",
                         help="splits to export, comma-separated (default train,validation,test; each must be in --data)")
     export.add_argument("--out", required=True, help="folder of the dataset repository to write")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    export.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the repository to the Hugging Face Hub")
-    export.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    export.add_argument("--push-to-hub", metavar="ORG/NAME", help=PUSH_HELP)
+    export.add_argument("--private", action="store_true", help=PRIVATE_HELP)
     export.set_defaults(handler=_export)
 
     designs = sub.add_parser("designs", help="list design axes, presets and design sets")
@@ -34,19 +35,17 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="print rendered samples with their loss mask")
     _task_args(show)
-    show.add_argument("--design", default="es-sde", help="a preset or variant id (default es-sde)")
-    show.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    show.add_argument("--design", default="es-sde", help=f"{DESIGN_HELP} (default es-sde)")
+    show.add_argument("--split", default="train", choices=["train", "validation", "test"],
+                      help="the split to show samples of (default train)")
     show.add_argument("-n", type=int, default=2, help="number of samples (default 2)")
-    show.add_argument("--instruction", type=int, default=0)
+    show.add_argument("--instruction", type=int, default=0, help=INSTRUCTION_HELP)
     show.set_defaults(handler=_show)
 
 
 def _task_args(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", choices=BUILTIN, help="a built-in task")
-    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (see README)")
+    add_task_choice(parser)
     parser.add_argument("--domain", help="target subset, e.g. MASA D1 (default), D2, all, D1-paper")
-    parser.add_argument("--data", metavar="DIR", help="folder with <split>.jsonl (default: the bundled data)")
 
 
 def _load(args: argparse.Namespace):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import UserError
-from sde_datagen.tasks import BUILTIN
+from sde_datagen.flags import DESIGNS_HELP, add_task_choice
 from sde_study.engines import DTYPES, ENGINES  # standard library only: the CLI stays light
 from sde_tasks.rules import PAPER, RULES
 
@@ -57,7 +57,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     submit = actions.add_parser("submit", help="every full-test-set cell -> a leaderboard submission (validated)")
     add_folder_argument(submit)
-    submit.add_argument("--board", type=Path, default=Path("leaderboards"), help="board folder (default: %(default)s)")
+    submit.add_argument("--board", type=Path, default=Path("leaderboards"),
+                        help="board folder holding submissions/ (default: %(default)s)")
     submit.add_argument("--submitter", help="name or handle recorded in each submission (default: the user name)")
     submit.add_argument("--base-model", help="the base model's name on the board (default: the study's --model)")
     submit.set_defaults(handler=_submit)
@@ -88,13 +89,9 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     from sde_study.executors import EXECUTORS
 
     parser.add_argument("--model", required=True, help="base model: a local folder or a Hub id")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", choices=BUILTIN, help="a built-in task")
-    which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (needs --data)")
-    parser.add_argument("--data", metavar="DIR", help="folder with the task's <split>.jsonl (default: bundled data)")
-    parser.add_argument("--designs", default="one-factor", help="presets, variant ids or sets, comma-separated "
-                        "(default one-factor)")
-    parser.add_argument("--train-size", type=int, help="train records sampled once for all cells (default: the "
+    add_task_choice(parser)
+    parser.add_argument("--designs", default="one-factor", help=f"{DESIGNS_HELP} (default one-factor)")
+    parser.add_argument("--train-size", type=int, help="train records sampled, once for all cells (default: the "
                         f"paper's {DEFAULT_TRAIN_SIZE}, or every record when the train split has fewer)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help=FOLDER_HELP)
     parser.add_argument("--chat-template", action="store_true", help="train and evaluate with the chat template "
@@ -118,7 +115,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, analysis: bool) -> None
     parser.add_argument("--train-config", metavar="FILE.yaml", help="sde train settings (lr, lora_r, epochs, ...; "
                         "default: sde train's, LoRA r 8, 1 epoch, batch 4, lr 1e-4)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps per cell (default: the epochs' steps; overrides "
-                        "epochs)")
+                        "--train-config's epochs)")
     parser.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=analysis,
                         help=f"PE signals of every design on the untuned model (default {'on' if analysis else 'off'})")
     parser.add_argument("--signal-limit", type=int, help="score the PE signals on the first N test documents (default: "

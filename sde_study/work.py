@@ -155,7 +155,7 @@ def train_cell(root: Path, plan: Plan, item: WorkItem, nproc_per_node: int) -> d
     config_file = item.folder(root) / "train_config.yaml"
     write_atomic(config_file, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
     launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"] if nproc_per_node > 1 else []
-    done = subprocess.run([sys.executable, *launcher, "-m", "sde_train", "--config-file", str(config_file)],
+    done = subprocess.run([sys.executable, *launcher, "-m", "sde_train", "--train-config", str(config_file)],
                           stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"sde_train exited with {done.returncode} (its error is above)")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import RecordError, UserError
+from sde_datagen.flags import DESIGN_HELP
 from sde_datagen.records import read_jsonl
 from sde_datagen.tasks import BUILTIN
 from sde_tasks.rules import PAPER, RULES
@@ -28,17 +29,18 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from sde_tasks.lm_eval_hook import tasks_dir
+    """`sde eval COMMAND …` runs the kit's own eval command; anything else is lm_eval's command line."""
+    if extra[:1] and extra[0] in EVAL_COMMANDS:
+        return EVAL_COMMANDS[extra[0]](extra[1:])
+    return run_lm_eval(extra)
 
-    if extra == ["tasks-dir"]:
-        print(tasks_dir())
-        return 0
-    if extra[:1] == ["make-task"]:
-        return run_make_task(extra[1:])
+
+def run_lm_eval(extra: list[str]) -> int:
+    """lm_eval's own command line, with the SDE task folder on its include path."""
     import lm_eval.tasks
     from lm_eval.__main__ import cli_evaluate
 
-    from sde_tasks.lm_eval_hook import patch
+    from sde_tasks.lm_eval_hook import patch, tasks_dir
 
     if not patch(lm_eval.tasks.TaskManager, respect_env=False):
         extra = ["--include_path", str(tasks_dir()), *extra]
@@ -47,6 +49,15 @@ def run_eval(args: argparse.Namespace, extra: list[str]) -> int:
         cli_evaluate()
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
+def run_tasks_dir(argv: list[str]) -> int:
+    """`sde eval tasks-dir`: the SDE task folder, for lm_eval --include_path."""
+    argparse.ArgumentParser(prog="sde eval tasks-dir", description=run_tasks_dir.__doc__).parse_args(argv)
+    from sde_tasks.lm_eval_hook import tasks_dir
+
+    print(tasks_dir())
     return 0
 
 
@@ -70,6 +81,9 @@ def run_make_task(argv: list[str]) -> int:
     return 0
 
 
+EVAL_COMMANDS = {"tasks-dir": run_tasks_dir, "make-task": run_make_task}  # `sde eval`'s own; the rest is lm_eval's
+
+
 def register_score(commands: argparse._SubParsersAction) -> None:
     """Add `sde score` (entry point `score`)."""
     parser = commands.add_parser(
@@ -79,7 +93,7 @@ def register_score(commands: argparse._SubParsersAction) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", choices=BUILTIN, help="a built-in task")
     which.add_argument("--task-spec", metavar="FILE.yaml", help="a task declared in YAML (see README)")
-    parser.add_argument("--design", required=True, help="a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id")
+    parser.add_argument("--design", required=True, help=DESIGN_HELP)
     parser.add_argument("--domain", help="target list (MASA: D1, D2, D1-paper, all); default: the first under which each "
                         "target parses (give it for designs that list only present aspects)")
     parser.add_argument("--rule", choices=RULES, default=PAPER,

@@ -95,7 +95,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags default to SUPPRESS so that only the ones given override the YAML file."""
     S = argparse.SUPPRESS
     p = parser.add_argument
-    p("--config-file", default=None, help="YAML file with any of these settings (flags win)")
+    p("--train-config", "--config-file", dest="config_file", default=None, metavar="FILE.yaml",
+      help="YAML file with any of these settings, flags winning (--train-config, as `sde study run` names it; "
+      "--config-file still works)")
     p("--model", default=S, help="base model: a local folder or a Hub id")
     p("--dataset", default=S, help="exported dataset: a local folder or a Hub repo")
     p("--config", default=S, help="dataset config = design variant id, e.g. first-nomi-lines-pu-text-none")
@@ -107,7 +109,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--lora-dropout", type=float, default=S, help="LoRA dropout (default 0.1)")
     p("--target-modules", default=S, help="all-linear (default) or comma-separated module names")
     p("--epochs", type=float, default=S, help="passes over the data (default 1)")
-    p("--max-steps", type=int, default=S, help="optimizer steps; overrides --epochs")
+    p("--max-steps", type=int, default=S, help="optimizer steps (default: the epochs' steps; overrides --epochs)")
     p("--lr", type=float, default=S, help="peak learning rate (default 1e-4), linear decay")
     p("--warmup-ratio", type=float, default=S, help="fraction of steps for linear warm-up (default 0)")
     p("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0)")
@@ -117,7 +119,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p("--max-length", type=int, default=S, help="tokens per sample; longer ones are cut (default 2048)")
     p("--seed", type=int, default=S, help="seed for LoRA init, data order and dropout (default 0)")
     p("--chat-template", dest="chat_template", action="store_true", default=S,
-      help="train on the tokenizer's chat template: prompt = user turn, completion = assistant turn")
+      help="train on the tokenizer's chat template: prompt = user turn, completion = assistant turn (default: plain "
+           "prompt + completion)")
     p("--no-chat-template", dest="chat_template", action="store_false", default=S,
       help="train on prompt + completion + EOS as plain text (default)")
     p("--gradient-checkpointing", action="store_true", default=S, help="recompute activations (less memory)")
@@ -131,8 +134,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       "flash_attention_2 (default on GPU when installed), sdpa, eager")
     p("--save-steps", type=int, default=S, help="checkpoint every N optimizer steps (default 100)")
     p("--logging-steps", type=int, default=S, help="log every N optimizer steps (default 1)")
-    p("--push-to-hub", default=S, metavar="ORG/NAME", help="upload the adapter folder to this Hub repo")
-    p("--private", action="store_true", default=S, help="create the Hub repo private")
+    p("--push-to-hub", default=S, metavar="ORG/NAME", help="upload to this Hugging Face Hub repository")
+    p("--private", action="store_true", default=S, help="create the Hub repository as private")
     p("--resume", action="store_true", default=S, help="continue from the last checkpoint in --output")
     p("--overwrite", action="store_true", default=S,
       help="write into an --output that holds another run's adapter or other files (default: refuse)")

@@ -110,8 +110,9 @@ def test_bad_flags_and_paths(tmp_path):
 def test_study_model_and_config_mistakes(tmp_path):
     bad_yaml = tmp_path / "train.yaml"
     bad_yaml.write_text("lr: [1\n", encoding="utf-8")
-    assert sde("train", "--config-file", str(bad_yaml)) == f"sde train: error: config file {bad_yaml}:2: not valid YAML " \
-        "(expected ',' or ']', but got '<stream end>')"
+    for flag in ("--train-config", "--config-file"):  # the study's name for it, and the trainer's old one
+        assert sde("train", flag, str(bad_yaml)) == f"sde train: error: config file {bad_yaml}:2: not valid YAML " \
+            "(expected ',' or ']', but got '<stream end>')"
     study = ["study", "run", "--task", "ner", "--designs", "es-sde", "--out", str(tmp_path / "s")]
     assert sde(*study, "--model", "m", "--train-config", str(bad_yaml)).startswith(
         f"sde: error: --train-config: config file {bad_yaml}:2: not valid YAML")
