@@ -297,14 +297,13 @@ def executor_options(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     from sde_study.executors import execute
-    from sde_study.results import collect
-    from sde_study.work import is_done
+    from sde_study.results import collect, to_do
 
     root: Path = args.out
     options = executor_options(args)
     slurm = options.check()
     plan = prepare(args)
-    todo = [item.id for item in plan.items() if not is_done(root, item)]
+    todo = to_do(root, plan)
     print(f"{root}: {len(plan.items()) - len(todo)} of {len(plan.items())} work item(s) done, {len(todo)} to do")
     outcome = execute(root, todo, options, slurm)
     return conclude(root, plan, collect(root, plan), outcome)

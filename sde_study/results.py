@@ -10,12 +10,21 @@ from sde_study.plan import EVAL, RESULT, STATE, Plan, WorkItem
 from sde_study.work import is_locked
 
 
-def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
+def recorded_items(root: Path) -> set[tuple]:
+    """The items whose rows results.jsonl holds: a study committed without its cells/ keeps its finished items there,
+    and a rerun on another machine trains none of them again."""
+    return {item_key(row) for row in StudyFolder(root).read_rows()}
+
+
+def item_state(root: Path, item: WorkItem, recorded: set[tuple] | None = None) -> dict[str, Any]:
     """{"status": done | running | failed | to do, ...}; an item is `running` only while a worker holds its lock. A
-    failed item has its `error`, and `errors`: one per failed attempt, oldest first."""
+    failed item has its `error`, and `errors`: one per failed attempt, oldest first. `recorded`: the study's
+    recorded items (read from results.jsonl when not given)."""
     folder = item.folder(root)
     if (folder / RESULT).is_file():
         return {"status": "done"}
+    if item_key(item.describe()) in (recorded_items(root) if recorded is None else recorded):
+        return {"status": "done", "note": "recorded in results.jsonl; its folder is not here"}
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -28,6 +37,12 @@ def item_state(root: Path, item: WorkItem) -> dict[str, Any]:
             return {"status": "running", "where": f"pid {state.get('pid')} on {state.get('host')}"}
         return {"status": "to do", "note": "interrupted; resumes on the next run"}
     return {"status": "to do"}
+
+
+def to_do(root: Path, plan: Plan) -> list[str]:
+    """The ids of the items a run has to do: neither finished in their folder nor recorded in results.jsonl."""
+    recorded = recorded_items(root)
+    return [item.id for item in plan.items() if item_state(root, item, recorded)["status"] != "done"]
 
 
 def item_key(row: dict[str, Any]) -> tuple:
@@ -102,8 +117,9 @@ def status_lines(root: Path, plan: Plan, queue: dict[str, str] | None = None) ->
     """One line per item (its state, and where `queue` has it, its Slurm array task), after a summary line."""
     counts: dict[str, int] = {}
     lines = []
+    recorded = recorded_items(root)
     for item in plan.items():
-        state = item_state(root, item)
+        state = item_state(root, item, recorded)
         counts[state["status"]] = counts.get(state["status"], 0) + 1
         detail = state.get("error") or state.get("where") or state.get("note") or ""
         job = (queue or {}).get(item.id)

@@ -14,7 +14,7 @@ import pytest
 
 from sde_study.plan import require_plan
 from sde_study.folder import DOC_STATS as DOC_STATS_NAME, RESULTS as RESULTS_NAME
-from sde_study.results import collect, item_state
+from sde_study.results import collect, item_state, status_lines, to_do
 from sde_study.work import claimed, is_locked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +41,22 @@ def test_report_on_a_committed_study_keeps_its_results(study: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert {name: (copy / name).read_bytes() for name in before} == before
     assert "## Designs" in (copy / "REPORT.md").read_text(encoding="utf-8")
+
+
+def test_a_committed_study_continues_on_another_machine_with_only_what_it_lacks(tmp_path: Path) -> None:
+    """A study committed without its cells/ (as every folder in docs/studies is) has its finished items in
+    results.jsonl: a rerun trains none of them again, and an --extend trains only what it adds."""
+    from dataclasses import replace
+
+    from sde_study.plan import write_plan
+
+    copy = tmp_path / "headline"
+    shutil.copytree(REPO / "docs" / "studies" / "ner-headline-smollm2", copy)
+    plan = require_plan(copy)
+    assert not (copy / "cells").exists() and to_do(copy, plan) == []
+    assert all(line.split()[0] == "done" for line in status_lines(copy, plan)[1:])
+    write_plan(copy, replace(plan, seeds=[*plan.seeds, 3]))
+    assert to_do(copy, require_plan(copy)) == [f"{design}/seed-3" for design in plan.designs]
 
 
 def test_a_damaged_results_file_is_named_and_left_as_it_is(tmp_path: Path) -> None:
