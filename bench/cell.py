@@ -123,37 +123,43 @@ def main() -> None:
         print(json.dumps(worker(args.worker, Path(args.root), args.model, args.task, args.design, limit, args.fast)))
         return
 
-    from limits import cpu_limits, forward_flops_per_token, train_flops_per_token
-    from sde_tasks.significance import compare_runs
     from sde_train.models import fetch_model
     from sde_train.threads import choose_threads
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sde-bench-cell-"))
     model = Path(args.model) if args.model else fetch_model("smollm2-135m-instruct", work / "smollm2")
     threads = choose_threads()
-    limits = [cpu_limits(threads)]
     print(f"cell: SmolLM2-135M-Instruct, {args.task}, {args.design}, 300 training samples (75 steps), "
           f"{limit or 'all'} test documents; {threads} thread(s); load average {os.getloadavg()[0]:.1f}", flush=True)
+    results, limit_of = run_cells(args, work, model, limit, threads)
+    report(args, model, limit, threads, results, limit_of)
+
+
+def run_cells(args: argparse.Namespace, work: Path, model: Path, limit: int | None, threads: int):
+    """Each configuration's cell in a worker process of its own, between two measurements of the machine's limits."""
+    from limits import cpu_limits
+
+    limits = [cpu_limits(threads)]
     results = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # both workers alike, whatever is free when each starts
     for config in CONFIGS:
-        root = work / config
-        cmd = [sys.executable, __file__, "--worker", config, "--root", str(root), "--model", str(model),
+        cmd = [sys.executable, __file__, "--worker", config, "--root", str(work / config), "--model", str(model),
                "--task", args.task, "--design", args.design, "--fast", args.fast] + (
                    ["--eval-limit", str(limit)] if limit else [])
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
         if done.returncode:
             sys.exit(f"the {config} cell failed (exit status {done.returncode}); its error is above")
         results[config] = json.loads(done.stdout.strip().splitlines()[-1])
-        total = sum(p["seconds"] for p in results[config]["phases"].values())
-        print(f"{config}: {total:.0f} s", flush=True)
+        print(f"{config}: {sum(p['seconds'] for p in results[config]['phases'].values()):.0f} s", flush=True)
     limits.append(cpu_limits(threads))
-    limit_of = {name: max(m[name] for m in limits) for name in limits[0]}
+    return results, {name: max(m[name] for m in limits) for name in limits[0]}
+
+
+def phase_table(results: dict, model: Path, limit_of: dict[str, float]) -> dict[str, float]:
+    """Print each phase's seconds, tokens/s and share of the limits per configuration; returns each one's total."""
+    from limits import forward_flops_per_token, train_flops_per_token
 
     prompt_flops, gen_flops = forward_flops_per_token(model)
-    metric = plan_for("plain", str(model), args.task, args.design, limit).resolved_task().family.primary
-    print(f"fast: {fast_settings(args.fast)}")
-    print(f"\nlimits at {threads} thread(s): " + ", ".join(f"{n} {v / 1e9:,.0f} GFLOP/s" for n, v in limit_of.items()))
     print("\n| phase | " + " | ".join(f"{c} seconds | {c} tokens/s | {c} of fp32 / bf16 limit" for c in CONFIGS)
           + " | speed-up |")
     print("|---" * (2 + 3 * len(CONFIGS)) + "|")
@@ -172,7 +178,18 @@ def main() -> None:
         print(f"| {phase} | " + " | ".join(cells) + f" | {speedup:.2f}x |")
     totals = {c: sum(p["seconds"] for p in results[c]["phases"].values()) for c in CONFIGS}
     print(f"| whole cell | {totals['plain']:.1f} | | | {totals['fast']:.1f} | | | {totals['plain'] / totals['fast']:.2f}x |")
+    return totals
 
+
+def report(args: argparse.Namespace, model: Path, limit: int | None, threads: int, results: dict,
+           limit_of: dict[str, float]) -> None:
+    """The phase table, the outputs compared, and the JSON line."""
+    from sde_tasks.significance import compare_runs
+
+    metric = plan_for("plain", str(model), args.task, args.design, limit).resolved_task().family.primary
+    print(f"fast: {fast_settings(args.fast)}")
+    print(f"\nlimits at {threads} thread(s): " + ", ".join(f"{n} {v / 1e9:,.0f} GFLOP/s" for n, v in limit_of.items()))
+    totals = phase_table(results, model, limit_of)
     plain_out, fast_out = (dict((d, t) for d, t in results[c]["outputs"]) for c in CONFIGS)
     same = sum(plain_out[d] == fast_out.get(d) for d in plain_out)
     stats = {c: stats_of(results[c]) for c in CONFIGS}
@@ -195,7 +212,6 @@ def main() -> None:
         f"{metric}_plain": diffs[headline].baseline, f"{metric}_fast": diffs[headline].value,
         f"{metric}_diff_ci": [round(v, 4) for v in diffs[headline].ci],
         "limits_gflops": {n: round(v / 1e9, 1) for n, v in limit_of.items()}}))
-
 
 if __name__ == "__main__":
     main()

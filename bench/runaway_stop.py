@@ -23,7 +23,6 @@ sys.path.insert(0, str(REPO))
 
 from sde_datagen.codecs import get_codec  # noqa: E402
 from sde_datagen.design import resolve_design  # noqa: E402
-from sde_datagen.tasks import get_task  # noqa: E402
 from sde_study.folder import StudyFolder, tuned_key  # noqa: E402
 from sde_study.plan import read_plan  # noqa: E402
 from sde_study.race import cells_from_rows, decide  # noqa: E402
