@@ -91,10 +91,8 @@ class Codec:
         text = text.strip()
         if text == self.empty or (soft and text in (self.spec.empty_answer, "[]")):
             items: list[Item] = []
-        elif self.design.format in ("json", "heuristic"):
-            items = self._json_items(text, errors, soft)
         else:
-            items = self._text_items(text, errors, soft)
+            items = self._items(text, errors, soft)
         values, found_errors, stray = self._family.read(items, soft)
         errors += found_errors
         loop = repeated_item(atoms_of(items, values, stray)) or ends_in_loop(text)
@@ -116,11 +114,15 @@ class Codec:
         kept = partial[:max(self.boundaries(partial), default=0)].strip()
         if not kept:
             return None
-        errors: list[FormatError] = []
-        items = (self._json_items if self.design.format in ("json", "heuristic") else self._text_items)(
-            kept, errors, False)
+        items = self._items(kept, [], False)
         values, _, stray = self._family.read(items, False)
         return kept if repeated_item(atoms_of(items, values, stray)) is not None else None
+
+    def _items(self, text: str, errors: list[FormatError], soft: bool) -> list[Item]:
+        """The items of a (stripped, non-empty) answer in the design's format."""
+        if self.design.format in ("json", "heuristic"):
+            return self._json_items(text, errors, soft)
+        return self._text_items(text, errors, soft)
 
     def boundaries(self, text: str) -> list[int]:
         """Where an item or a span of a list may end in `text`: line breaks, the natural format's separators between

@@ -216,12 +216,13 @@ class Folder:
     @classmethod
     def of(cls, root, plan, rows: list[dict[str, Any]]) -> "Folder":
         from sde_study.folder import StudyFolder
-        from sde_study.results import headline, item_state, with_degeneracy
+        from sde_study.results import headline, item_state, recorded_items, with_degeneracy
 
         task = plan.lm_eval_tasks[0]
         rows = [r for r in with_degeneracy(root, plan, rows) if r["kind"] == "tuned" and r["task"] == task]
+        recorded = recorded_items(root)  # results.jsonl read once, not once per item
         failures = {(item.design, item.seed): tuple(state["errors"]) for item in plan.items()
-                    if item.kind == "cell" and (state := item_state(root, item))["status"] == "failed"}
+                    if item.kind == "cell" and (state := item_state(root, item, recorded))["status"] == "failed"}
         metric = headline(rows[0]) if rows else plan.resolved_task().family.primary
         return cls(rows, cells_from_rows(rows, StudyFolder(root).read_doc_stats(), task, failures), metric)
 
