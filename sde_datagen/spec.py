@@ -7,12 +7,12 @@ everything the built-in ones get.
 """
 from __future__ import annotations
 
-import difflib
 import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from sde_datagen.errors import UserError
+from sde_files.typed import expected, shown, unknown_key
 
 PUNCTUATION = {  # per language: key/value, between pairs, between spans, at the end; instruction lists and legends
     "zh": {"kv": "：", "pairs": "，", "spans": "、", "end": "。", "list": "、", "legend": "{code}（{text}）"},
@@ -78,22 +78,22 @@ def spec_from_dict(data: Any, families: Mapping[str, Any], domain: str | None = 
         raise UserError(f"{source}: a task spec must be a mapping of fields")
     fields = _Fields(data, source)
     fields.keys(data, _SPEC_KEYS, "")
-    name = fields.get(data, "name", "name", "text")
+    name = fields.get(data, "name", "name", str)
     if not name.strip():
         raise fields.fail("name", "must not be empty")
-    family_name = fields.get(data, "family", "family", "text")
+    family_name = fields.get(data, "family", "family", str)
     if family_name not in families:
         raise fields.fail("family", f"must be {' or '.join(families)}, not '{family_name}'")
     family = families[family_name]
-    language = fields.get(data, "language", "language", "text", "en")
+    language = fields.get(data, "language", "language", str, "en")
     if language not in PUNCTUATION:
         raise fields.fail("language", f"unknown language '{language}' (known: {', '.join(PUNCTUATION)})")
     known = _targets(fields)
     domain, selected = _domain_targets(fields, name, [t.name for t in known], domain)
     labels = _labels(fields)
-    absent = fields.get(data, "absent_label", "absent_label", "text", "")
+    absent = fields.get(data, "absent_label", "absent_label", str, "")
     family.check_spec(labels, absent, fields.fail)
-    instructions = tuple(fields.get(data, "instructions", "instructions", "a list of texts"))
+    instructions = tuple(fields.get(data, "instructions", "instructions", list[str]))
     if not instructions:
         raise fields.fail("instructions", "give at least one instruction")
     for i, text in enumerate(instructions):
@@ -114,7 +114,7 @@ def spec_from_dict(data: Any, families: Mapping[str, Any], domain: str | None = 
         targets=tuple(table[n] for n in selected),
         known_targets=tuple(known),
         instructions=instructions,
-        input_prefix=fields.get(data, "input_prefix", "input_prefix", "text", ""),
+        input_prefix=fields.get(data, "input_prefix", "input_prefix", str, ""),
         punctuation=fields.texts("punctuation", PUNCTUATION[language], {"legend": ("code", "text")}),
         json_keys=fields.texts("json_keys", {"target": "target", "value": "value", "rationale": "rationale"}),
         rationale=rationale,
@@ -123,8 +123,8 @@ def spec_from_dict(data: Any, families: Mapping[str, Any], domain: str | None = 
         card={k: v for k, v in fields.texts("card", _CARD_FIELDS).items() if v is not None},
         labels=tuple(labels),
         absent_label=absent,
-        placeholder=fields.get(data, "placeholder", "placeholder", "text", "NONE"),
-        empty_answer=fields.get(data, "empty_answer", "empty_answer", "text", "NONE"),
+        placeholder=fields.get(data, "placeholder", "placeholder", str, "NONE"),
+        empty_answer=fields.get(data, "empty_answer", "empty_answer", str, "NONE"),
         domain=domain,
     )
 
@@ -138,7 +138,7 @@ class _Fields:
     def fail(self, path: str, message: str) -> UserError:
         return UserError(f"{self.source}: field '{path}': {message}")
 
-    def get(self, container: Any, key: str, path: str, kind: str, default: Any = None) -> Any:
+    def get(self, container: Any, key: str, path: str, kind: Any, default: Any = None) -> Any:
         """container[key], of the `kind` named; `default` when absent, or an error when no default is given."""
         if not isinstance(container, dict):
             raise self.fail(path.rsplit(".", 1)[0], "must be a mapping")
@@ -147,8 +147,9 @@ class _Fields:
                 raise self.fail(path, "missing")
             return default
         value = container[key]
-        if not _KINDS[kind](value):
-            raise self.fail(path, f"must be {kind}, not {value!r}")
+        problem = expected(value, kind)
+        if problem:
+            raise self.fail(path, f"expected {problem}, got {shown(value)}")
         return value
 
     def keys(self, container: Any, allowed: tuple[str, ...], path: str) -> None:
@@ -157,17 +158,15 @@ class _Fields:
             raise self.fail(path or "(top level)", "must be a mapping")
         for key in container:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
-                raise self.fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
+                raise self.fail(f"{path}.{key}" if path else str(key), unknown_key(key, allowed))
 
     def texts(self, key: str, defaults: dict, placeholders: dict[str, tuple[str, ...]] | None = None) -> dict:
         """A mapping of texts over `defaults` (its keys are the allowed ones), placeholders checked."""
-        given = self.get(self.data, key, key, "a mapping", {})
+        given = self.get(self.data, key, key, dict, {})
         self.keys(given, tuple(defaults), key)
         for name, value in given.items():
             if not isinstance(value, str):
-                raise self.fail(f"{key}.{name}", f"must be text, not {value!r}")
+                raise self.fail(f"{key}.{name}", f"expected text, got {shown(value)}")
         merged = {**defaults, **given}
         for name, allowed in (placeholders or {}).items():
             _check_placeholders(merged[name], allowed, lambda msg, name=name: self.fail(f"{key}.{name}", msg))
@@ -176,16 +175,16 @@ class _Fields:
 
 def _targets(fields: _Fields) -> list[Target]:
     """Every declared target, names unique and non-empty."""
-    declared = fields.get(fields.data, "targets", "targets", "a list")
+    declared = fields.get(fields.data, "targets", "targets", list)
     if not declared:
         raise fields.fail("targets", "give at least one target")
     known = []
     for i, t in enumerate(declared):
         fields.keys(t, ("name", "keywords", "cues"), f"targets[{i}]")
         target = Target(
-            name=fields.get(t, "name", f"targets[{i}].name", "text"),
-            keywords=tuple(fields.get(t, "keywords", f"targets[{i}].keywords", "a list of texts", [])),
-            cues=tuple(fields.get(t, "cues", f"targets[{i}].cues", "a list of texts", [])),
+            name=fields.get(t, "name", f"targets[{i}].name", str),
+            keywords=tuple(fields.get(t, "keywords", f"targets[{i}].keywords", list[str], [])),
+            cues=tuple(fields.get(t, "cues", f"targets[{i}].cues", list[str], [])),
         )
         if not target.name.strip():
             raise fields.fail(f"targets[{i}].name", "must not be empty")
@@ -199,15 +198,15 @@ def _targets(fields: _Fields) -> list[Target]:
 
 def _domain_targets(fields: _Fields, name: str, names: list[str], domain: str | None) -> tuple[str, list[str]]:
     """The domain chosen (the given one, else the spec's default) and the names of its targets."""
-    domains = fields.get(fields.data, "domains", "domains", "a mapping", {})
+    domains = fields.get(fields.data, "domains", "domains", dict, {})
     for key in domains:
-        listed = fields.get(domains, key, f"domains.{key}", "a list of texts")
+        listed = fields.get(domains, key, f"domains.{key}", list[str])
         missing = [n for n in listed if n not in names]
         if missing:
             raise fields.fail(f"domains.{key}", f"unknown targets {missing}")
         if not listed:
             raise fields.fail(f"domains.{key}", "give at least one target")
-    domain = domain or fields.get(fields.data, "default_domain", "default_domain", "text", next(iter(domains), "all"))
+    domain = domain or fields.get(fields.data, "default_domain", "default_domain", str, next(iter(domains), "all"))
     if domain == "all":
         return domain, [n for n in names if not _only_in_alternative_domains(n, domains)]
     if domain in domains:
@@ -218,13 +217,13 @@ def _domain_targets(fields: _Fields, name: str, names: list[str], domain: str | 
 def _labels(fields: _Fields) -> list[Label]:
     """Every declared label; ids, texts and codes each unique and non-empty."""
     labels: list[Label] = []
-    for i, lab in enumerate(fields.get(fields.data, "labels", "labels", "a list", [])):
+    for i, lab in enumerate(fields.get(fields.data, "labels", "labels", list, [])):
         fields.keys(lab, ("id", "text", "code", "synonyms"), f"labels[{i}]")
         label = Label(
-            id=fields.get(lab, "id", f"labels[{i}].id", "text"),
-            text=fields.get(lab, "text", f"labels[{i}].text", "text"),
-            code=str(fields.get(lab, "code", f"labels[{i}].code", "text or a number")),
-            synonyms=tuple(fields.get(lab, "synonyms", f"labels[{i}].synonyms", "a list of texts", [])),
+            id=fields.get(lab, "id", f"labels[{i}].id", str),
+            text=fields.get(lab, "text", f"labels[{i}].text", str),
+            code=str(fields.get(lab, "code", f"labels[{i}].code", str | float)),
+            synonyms=tuple(fields.get(lab, "synonyms", f"labels[{i}].synonyms", list[str], [])),
         )
         for part in ("id", "text", "code"):
             value = getattr(label, part)
@@ -243,10 +242,10 @@ def _check_placeholders(text: str, allowed: tuple[str, ...], fail) -> None:
         fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
     except ValueError as err:
         raise fail(f"unbalanced brace in {text!r} ({err}); write {{{{ or }}}} for a literal brace") from None
-    shown = ", ".join("{" + a + "}" for a in allowed)
+    names = ", ".join("{" + a + "}" for a in allowed)
     for name in fields:
         if name not in allowed:
-            raise fail(f"placeholder {{{name}}} is not one of {shown}; write {{{{ or }}}} for a literal brace")
+            raise fail(f"placeholder {{{name}}} is not one of {names}; write {{{{ or }}}} for a literal brace")
 
 
 def _only_in_alternative_domains(name: str, domains: dict) -> bool:
@@ -260,10 +259,3 @@ _SPEC_KEYS = (
     "input_prefix", "punctuation", "json_keys", "rationale", "record", "splits", "card", "placeholder", "empty_answer",
 )
 _CARD_FIELDS: dict = dict.fromkeys(("pretty_name", "language", "license", "license_note", "citation"))  # no defaults
-_KINDS = {
-    "text": lambda v: isinstance(v, str),
-    "text or a number": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
-    "a list": lambda v: isinstance(v, list),
-    "a list of texts": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    "a mapping": lambda v: isinstance(v, dict),
-}

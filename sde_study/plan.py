@@ -6,11 +6,8 @@ Executor settings are not part of it: they change how, not what.
 """
 from __future__ import annotations
 
-import dataclasses
 import shlex
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,10 @@ from sde_datagen.design import Design, design_axes, resolve_designs
 from sde_datagen.errors import UserError
 from sde_datagen.tasks import Task, get_task
 from sde_files import write_atomic
+from sde_files.typed import shown, typed
 from sde_study.engines import ENGINE_NAMES, VLLMSettings
 from sde_tasks import significance as sig
 from sde_tasks.rules import PAPER, RULES
-from sde_train.config import shown
 
 PLAN_NAME = "study.yaml"
 TASKS_DIR = "tasks"
@@ -158,16 +155,16 @@ class Plan:
             raise UserError(f"{source}: not a study plan (expected a mapping)")
         race = data.get("race")
         if isinstance(race, dict):
-            data = {**data, "race": typed(RaceSettings, race, source, "race.")}
+            data = {**data, "race": typed(RaceSettings, race, source, UserError, "race.")}
             if data["race"].rule not in RULES:
                 raise UserError(f"{source}: field 'race.rule': expected {' or '.join(RULES)}, got {shown(race['rule'])}")
         vllm = data.get("vllm")
         if isinstance(vllm, dict):
-            data = {**data, "vllm": typed(VLLMSettings, vllm, source, "vllm.")}
+            data = {**data, "vllm": typed(VLLMSettings, vllm, source, UserError, "vllm.")}
             if problem := data["vllm"].problem():
                 name, expected = problem
                 raise UserError(f"{source}: field 'vllm.{name}': expected {expected}, got {shown(vllm[name])}")
-        plan = typed(cls, data, source)
+        plan = typed(cls, data, source, UserError)
         if plan.engine not in ENGINE_NAMES:
             raise UserError(f"{source}: field 'engine': expected {' or '.join(ENGINE_NAMES)}, got {shown(plan.engine)}")
         return plan
@@ -264,62 +261,3 @@ def _only_adds(old: Plan, new: Plan) -> bool:
     same = all(a[k] == b[k] for k in a if k not in EXTENDABLE)
     return (same and set(old.designs) <= set(new.designs) and set(old.seeds) <= set(new.seeds)
             and (new.analysis or not old.analysis))
-
-
-def typed(cls: type, data: dict, source: str, prefix: str = "") -> Any:
-    """The dataclass `cls` from a mapping read from YAML: an unknown key or a value of the wrong type is a UserError
-    naming the file (`source`) and the field."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}")
-    hints = typing.get_type_hints(cls)
-    for name, value in data.items():
-        problem = _type_problem(value, hints[name])
-        if problem:
-            raise UserError(f"{source}: field '{prefix}{name}': expected {problem}, got {shown(value)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise UserError(f"{source}: {err}") from None
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """What `hint` asks for, in words, when `value` (read from YAML) is not of that type; None when it is."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    words = []
-    for option in options:
-        if option is type(None):
-            if value is None:
-                return None
-            words.append("null")
-            continue
-        origin, args = typing.get_origin(option) or option, typing.get_args(option)
-        if origin is list:
-            if isinstance(value, list) and all(_type_problem(v, args[0]) is None for v in value):
-                return None
-            words.append(f"a list of {_type_words(args[0])}")
-        elif origin is dict:
-            if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-                return None
-            words.append("a mapping")
-        elif _is(value, origin):
-            return None
-        else:
-            words.append(_type_words(origin))
-    return " or ".join(words)
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 63
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _type_words(kind: Any) -> str:
-    return {str: "text", int: "a whole number", float: "a number", bool: "true or false"}.get(
-        kind, "a mapping" if dataclasses.is_dataclass(kind) else getattr(kind, "__name__", str(kind)))

@@ -220,7 +220,7 @@ class Folder:
 
         task = plan.lm_eval_tasks[0]
         rows = [r for r in with_degeneracy(root, plan, rows) if r["kind"] == "tuned" and r["task"] == task]
-        recorded = recorded_items(root)  # results.jsonl read once, not once per item
+        recorded = recorded_items(root)  # the results file read once, not once per item
         failures = {(item.design, item.seed): tuple(state["errors"]) for item in plan.items()
                     if item.kind == "cell" and (state := item_state(root, item, recorded))["status"] == "failed"}
         metric = headline(rows[0]) if rows else plan.resolved_task().family.primary

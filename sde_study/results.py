@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sde_study.folder import StudyFolder, stats_entry
+from sde_study.folder import RESULTS, StudyFolder, stats_entry
 from sde_study.plan import EVAL, RESULT, STATE, Plan, WorkItem
 from sde_study.work import is_locked
 
 
 def recorded_items(root: Path) -> set[tuple]:
-    """The items whose rows results.jsonl holds: a study committed without its cells/ keeps its finished items there,
+    """The items whose rows the study's results file holds: a study committed without its cells/ keeps its finished items there,
     and a rerun on another machine trains none of them again."""
     return {item_key(row) for row in StudyFolder(root).read_rows()}
 
@@ -19,12 +19,12 @@ def recorded_items(root: Path) -> set[tuple]:
 def item_state(root: Path, item: WorkItem, recorded: set[tuple] | None = None) -> dict[str, Any]:
     """{"status": done | running | failed | to do, ...}; an item is `running` only while a worker holds its lock. A
     failed item has its `error`, and `errors`: one per failed attempt, oldest first. `recorded`: the study's
-    recorded items (read from results.jsonl when not given)."""
+    recorded items (read from the results file when not given)."""
     folder = item.folder(root)
     if (folder / RESULT).is_file():
         return {"status": "done"}
     if item_key(item.describe()) in (recorded_items(root) if recorded is None else recorded):
-        return {"status": "done", "note": "recorded in results.jsonl; its folder is not here"}
+        return {"status": "done", "note": f"recorded in {RESULTS}; its folder is not here"}
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -40,7 +40,7 @@ def item_state(root: Path, item: WorkItem, recorded: set[tuple] | None = None) -
 
 
 def to_do(root: Path, plan: Plan) -> list[str]:
-    """The ids of the items a run has to do: neither finished in their folder nor recorded in results.jsonl."""
+    """The ids of the items a run has to do: neither finished in their folder nor recorded in the results file."""
     recorded = recorded_items(root)
     return [item.id for item in plan.items() if item_state(root, item, recorded)["status"] != "done"]
 

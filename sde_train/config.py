@@ -6,10 +6,10 @@ import dataclasses
 import hashlib
 import json
 import math
-import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from sde_files.typed import shown, typed_values
 from sde_train.errors import TrainError
 
 
@@ -162,26 +162,13 @@ def load_yaml(path: str | Path) -> dict:
 def settings_from_mapping(values: dict, source: str = "") -> dict:
     """Settings given as a mapping (a YAML file's, or flags'), typed as TrainConfig's fields; an unknown setting or a
     value of the wrong type is a TrainError naming `source` (the file) and the field."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise TrainError(f"config file {source}: unknown setting(s) {', '.join(unknown)}")
-    where = f"{source}: " if source else ""
-    values = dict(values)
     modules = values.get("target_modules")
     if isinstance(modules, list):  # YAML list form
         if not all(isinstance(m, str) for m in modules):
-            raise TrainError(f"{where}field 'target_modules': expected module names (text), got {modules!r}")
-        values["target_modules"] = ",".join(modules)
-    elif modules is not None and not isinstance(modules, str):
-        raise TrainError(f"{where}field 'target_modules': expected all-linear or module names, got {modules!r}")
-    coerced = {}
-    for key, value in values.items():
-        try:
-            coerced[key] = _coerce(key, value)
-        except TrainError as err:
-            raise TrainError(f"{where}{err}") from None
-    return coerced
+            where = f"{source}: " if source else ""
+            raise TrainError(f"{where}field 'target_modules': expected module names (text), got {shown(modules)}")
+        values = {**values, "target_modules": ",".join(modules)}
+    return typed_values(TrainConfig, values, source, TrainError, coerce=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -191,36 +178,3 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from_file = settings_from_mapping(load_yaml(config_file), config_file) if config_file else {}
     flags = settings_from_mapping({k: v for k, v in vars(args).items() if k in known})
     return TrainConfig(**{**from_file, **flags}).check()
-
-
-def _coerce(name: str, value: object) -> object:
-    """YAML reads `1e-4` as a string and `yes` as a bool: convert to the field's type, clearly."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    wanted = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    kind = wanted[0]
-    if isinstance(value, bool) and bool not in wanted:  # YAML `true` is no number of tokens
-        raise TrainError(f"field '{name}': expected {kind.__name__}, got {value!r}")
-    if value is None and type(None) not in typing.get_args(hint):
-        raise TrainError(f"field '{name}': expected {kind.__name__}, got null")
-    if value is None or isinstance(value, tuple(wanted)):
-        return value
-    try:
-        if kind is str and not isinstance(value, (int, float)):
-            raise TypeError(value)
-        if kind is bool:
-            if str(value).lower() in ("true", "yes", "1"):
-                return True
-            if str(value).lower() in ("false", "no", "0"):
-                return False
-            raise ValueError(value)
-        if kind is int and float(value) != int(float(value)):
-            raise ValueError(value)
-        return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError, OverflowError):
-        raise TrainError(f"field '{name}': expected {kind.__name__}, got {shown(value)}") from None
-
-
-def shown(value: object) -> str:
-    """A value as an error message quotes it: its repr, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

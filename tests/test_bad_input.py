@@ -42,8 +42,8 @@ def masa_spec(tmp_path: Path, name: str, **changes) -> Path:
 SPEC_CASES = {  # name: (changes to the MASA spec, what the one-line error must say)
     "placeholder": ({"instructions": ["Judge {target} with {labels}"]}, "field 'instructions[0]': placeholder {target}"),
     "brace": ({"instructions": ["Judge {targets with {labels}"]}, "field 'instructions[0]': unbalanced brace"),
-    "kv": ({"punctuation": {"kv": 5}}, "field 'punctuation.kv': must be text, not 5"),
-    "record": ({"record": {"labels": ["x"]}}, "field 'record.labels': must be text"),
+    "kv": ({"punctuation": {"kv": 5}}, "field 'punctuation.kv': expected text, got 5"),
+    "record": ({"record": {"labels": ["x"]}}, "field 'record.labels': expected text"),
     "misspelled": ({"lables": MASA["labels"]}, "field 'lables': unknown key (did you mean 'labels'?)"),
     "no_targets": ({"targets": [], "domains": None}, "field 'targets': give at least one target"),
     "same_label": ({"labels": [*MASA["labels"], {**MASA["labels"][0], "code": "9"}]}, "repeats labels[0].id"),
@@ -203,7 +203,7 @@ def test_board_rejects_a_malformed_meta_and_an_unusable_board(tmp_path):
     ({"warmup_ratio": -0.1}, "--warmup-ratio must be between 0 and 1"),
     ({"lora_dropout": 1.0}, "--lora-dropout must be in [0, 1)"),
     ({"target_modules": [1, 2]}, "field 'target_modules': expected module names"),
-    ({"max_length": True}, "field 'max_length': expected int, got True"),
+    ({"max_length": True}, "field 'max_length': expected a whole number, got True"),
 ])
 def test_train_settings_are_checked(tmp_path, settings, message):
     import argparse
