@@ -5,6 +5,7 @@ import argparse
 
 from sde_datagen.tasks import BUILTIN
 
+DEFAULT_TRAIN_SIZE = 500  # train records a study samples unless told: the paper's
 DESIGNS_HELP = "presets, variant ids or sets (one-factor, grid), comma-separated"
 DESIGN_HELP = "a preset (es-sde, ew-sde, paper-base, heuristic) or a variant id"
 INSTRUCTION_HELP = "instruction index: 0 canonical, 1.. paraphrases (default 0)"

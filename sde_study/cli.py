@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 from sde_datagen.errors import UserError
-from sde_datagen.flags import DESIGNS_HELP, add_task_choice
+from sde_datagen.flags import DEFAULT_TRAIN_SIZE, DESIGNS_HELP, add_task_choice
 from sde_study.engines import DTYPES, ENGINES  # standard library only: the CLI stays light
 from sde_tasks.rules import PAPER, RULES
 
 
-DEFAULT_TRAIN_SIZE = 500  # the paper's
 RUN_HELP = "export, train and evaluate every (design, seed) of a study; resumable (rerun the same command)"
 
 
@@ -149,143 +148,20 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def checked_train_config(config_file: str | None, max_steps: int | None) -> dict:
-    """The --train-config settings (validated and typed by sde_train), plus --max-steps."""
-    from sde_study.plan import CELL_SETTINGS
-    from sde_train.config import TrainConfig, load_yaml, settings_from_mapping
-    from sde_train.errors import TrainError
+def plan_request(args: argparse.Namespace):
+    """What the command's flags ask the study to be (sde_study.planning checks and builds it)."""
+    from dataclasses import fields
 
-    settings: dict = {}
-    if config_file:
-        try:
-            settings = settings_from_mapping(load_yaml(config_file), config_file)
-            TrainConfig(**settings).check_values()
-        except TrainError as err:
-            raise UserError(f"--train-config: {err}") from None
-        fixed = sorted(set(settings) & set(CELL_SETTINGS))
-        if fixed:
-            raise UserError(f"--train-config {config_file}: {', '.join(fixed)} is set by the study per cell; remove it")
-    if max_steps is not None:
-        if max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
-        settings["max_steps"] = max_steps
-    return settings
+    from sde_study.planning import PlanRequest
 
-
-def choose_engine(asked: str, existing) -> str:
-    """The engine to evaluate with: `auto` on a study folder keeps the engine its plan was started with."""
-    from sde_study.engines import resolve_engine
-
-    if asked == "auto" and existing is not None:
-        asked = existing.engine
-    engine, note = resolve_engine(asked)
-    if note:
-        print(note, file=sys.stderr)
-    return engine
-
-
-def vllm_settings(args: argparse.Namespace, engine: str, existing):
-    """The vllm engine's settings: the flags given, the others as the study in the folder has them (a study planned
-    before they existed has none, and keeps vLLM's defaults unless a flag is given), or the defaults."""
-    from dataclasses import replace
-
-    from sde_study.engines import VLLMSettings
-
-    given = {name: value for name, value in (("kv_block", args.kv_block), ("dtype", args.eval_dtype),
-                                             ("runaway_stop", args.runaway_stop)) if value is not None}
-    if engine != "vllm":
-        if given:
-            raise UserError(f"--kv-block, --eval-dtype and --runaway-stop set the vllm engine; this study evaluates "
-                            f"with {engine}")
-        return None
-    if existing is not None and existing.engine == "vllm" and existing.vllm is None and not given:
-        return None
-    settings = replace((existing.vllm if existing is not None and existing.vllm else None) or VLLMSettings(), **given)
-    if problem := settings.problem():
-        name, expected = problem
-        raise UserError(f"--{'eval-dtype' if name == 'dtype' else name.replace('_', '-')}: expected {expected}, "
-                        f"got {getattr(settings, name)}")
-    return settings
-
-
-def build_plan(args: argparse.Namespace, engine: str, race=None, existing=None):
-    """The plan the arguments ask for, everything checked that can be before anything is written: flags, the
-    model folder, designs, seeds, the task and every record of the data it reads, the train size against it."""
-    from sde_study.plan import Plan, resolve_plan_designs
-
-    if args.task_spec and not args.data:
-        raise UserError("--task-spec needs --data DIR with the task's <split>.jsonl files")
-    check_model(args.model)
-    for flag in ("eval_limit", "signal_limit", "eval_batch_size", "max_gen_toks", "icl_shots", "ppl_samples", "train_size"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "icl_shots" else 1):
-            raise UserError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'icl_shots' else 1}")
-    from sde_datagen.tasks import get_task
-
-    task = get_task(args.task_spec or args.task)
-    spec = task.spec()
-    designs, seeds = resolve_plan_designs(args.designs, spec.family), args.seeds
-    if race is not None and len(designs) < 2:
-        raise UserError(f"--designs {args.designs}: a race needs at least two designs (this names {len(designs)}); "
-                        "`sde study run` trains and evaluates one")
-    train = checked_train_config(args.train_config, args.max_steps)
-    user_tasks = None if task.builtin else list(task.lm_eval_tasks)
-    return Plan(model=args.model, task=spec.name if args.task_spec else args.task, designs=designs, seeds=seeds,
-                train_size=train_size(args, task), task_spec=str(Path(args.task_spec).resolve()) if args.task_spec else None,
-                data=str(Path(args.data).resolve()) if args.data else None, chat_template=args.chat_template,
-                eval_limit=args.eval_limit, eval_batch_size=args.eval_batch_size, max_gen_toks=args.max_gen_toks,
-                train=train, analysis=args.analysis, icl_shots=args.icl_shots, ppl_samples=args.ppl_samples,
-                user_tasks=user_tasks, engine=engine, signal_limit=args.signal_limit, race=race,
-                vllm=vllm_settings(args, engine, existing))
-
-
-def check_model(model: str) -> None:
-    """A local --model is a folder holding a transformers model (a Hub id is NAME or ORG/NAME, checked on use)."""
-    local = model.startswith(("/", ".", "~")) or model.count("/") > 1
-    folder = Path(model).expanduser()
-    if local and not folder.is_dir():
-        raise UserError(f"--model {model}: no such model folder (a local folder, or a Hub id ORG/NAME)")
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise UserError(f"--model {model}: the folder holds no model (no config.json; `sde models get` makes one, "
-                        "or give a Hub id ORG/NAME)")
-
-
-def train_size(args: argparse.Namespace, task) -> int:
-    """--train-size checked against the records of the train split (each record read and validated now); by
-    default the paper's 500, or all of them when there are fewer (said in one line)."""
-    from sde_datagen.export import read_splits
-
-    wanted = ("train", "test") if args.task_spec else ("train",)
-    splits = read_splits(task.spec(), Path(args.data) if args.data else task.data_folder, None, wanted=wanted)
-    available = len(splits[0].records)
-    if args.train_size is not None and args.train_size > available:
-        raise UserError(f"--train-size {args.train_size}: {splits[0].path} has only {available} records")
-    if args.train_size is None and available < DEFAULT_TRAIN_SIZE:
-        print(f"sde study: training on all {available} records of {splits[0].path} (the default "
-              f"--train-size {DEFAULT_TRAIN_SIZE} is more than it has)", file=sys.stderr)
-    return args.train_size or min(DEFAULT_TRAIN_SIZE, available)
+    return PlanRequest(**{f.name: getattr(args, f.name) for f in fields(PlanRequest)})
 
 
 def prepare(args: argparse.Namespace, race=None):
-    """Check the arguments, write the plan (a rerun's must match, or only add with --extend), the exports and a
-    user task's folder: the study folder ready for its work items."""
-    from sde_study.exports import ensure_exports, ensure_task_folder
-    from sde_study.plan import merge, read_plan, write_plan
+    """The study folder ready for its work items, as the command's flags ask."""
+    from sde_study.planning import prepare as prepare_folder
 
-    root: Path = args.out
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--out {root}: is a file; give a study folder")
-    existing = read_plan(root)
-    plan = build_plan(args, choose_engine(args.engine, existing), race, existing)
-    if existing is not None:
-        plan = merge(existing, plan, args.extend)
-        if existing.race != plan.race:
-            print(f"{root}: the race's settings changed ({existing.race.words()} -> {plan.race.words()}); it decides "
-                  "again from its cells")
-    write_plan(root, plan)
-    ensure_task_folder(plan, root)
-    ensure_exports(plan, root)
-    return plan
+    return prepare_folder(args.out, plan_request(args), race)
 
 
 def executor_options(args: argparse.Namespace):

@@ -108,16 +108,14 @@ def test_vllm_study_trains_with_torchrun_after_its_engine_started(tiny_model_dir
 def test_vllm_settings_follow_the_flags_then_the_study_then_the_defaults() -> None:
     """A study planned before the settings keeps vLLM's defaults on a rerun (its plan unchanged); a new study records
     the defaults; a flag overrides either."""
-    from argparse import Namespace
-
-    from sde_study.cli import vllm_settings
     from sde_study.plan import Plan
+    from sde_study.planning import PlanRequest, vllm_settings
 
-    none = Namespace(kv_block=None, eval_dtype=None, runaway_stop=None)
+    none = PlanRequest(model="m")
     old = Plan(model="m", task="ner", designs=["d"], seeds=[0], engine="vllm")
     assert vllm_settings(none, "vllm", old) is None
     assert vllm_settings(none, "vllm", None) == engines.VLLMSettings(kv_block=32, dtype="auto", runaway_stop=False)
-    asked = Namespace(kv_block=None, eval_dtype=None, runaway_stop=True)
+    asked = PlanRequest(model="m", runaway_stop=True)
     assert vllm_settings(asked, "vllm", old) == engines.VLLMSettings(runaway_stop=True)
     planned = Plan(model="m", task="ner", designs=["d"], seeds=[0], engine="vllm",
                    vllm=engines.VLLMSettings(kv_block=64, dtype="bfloat16"))

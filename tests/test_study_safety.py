@@ -150,13 +150,13 @@ def test_refused_commands_write_nothing_and_the_defaults_work(tiny_model_dir: Pa
     done = sde(*[a if a != str(tiny_model_dir) else str(empty) for a in base])
     assert done.returncode == 2 and "holds no model" in done.stderr and not out.exists()
 
-    from sde_study.cli import build_plan, register  # the default --train-size on the packaged data (300 records)
+    from sde_study.cli import plan_request, register  # the default --train-size on the packaged data (300 records)
+    from sde_study.planning import build_plan
     import argparse
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(base)
-    assert build_plan(args, "hf").train_size == 300
+    assert build_plan(plan_request(parser.parse_args(base)), "hf").train_size == 300
     assert not out.exists()
 
 
