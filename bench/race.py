@@ -1,14 +1,22 @@
 """`sde study race` against the full grid, without a model: replays and simulations of `sde_study.race.decide`.
 
+Compute is counted in measured hours: a cell's training, plus its evaluation scaled by the share of the test
+documents evaluated (a staged race evaluates a new cell on the first FIRST_DOCS documents, the rest only for designs
+still in after a look on them). Each race is run staged and unstaged on the same cells, the unstaged one being the
+baseline (`sde study race` as it runs today).
+
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
-   of the grid's cells does it train? Every committed race is decided again from its own files, as it stands.
+   of the grid's cells does it train? Every committed race is decided again from its own files, as it stands, and
+   raced again from its cells' per-document statistics: its hours against the grid's, and whether its best design
+   stays among the finalists (a design whose next cell the committed race never trained has to leave).
 2. Simulation: races of 10 designs x up to 5 seeds whose scores are drawn like the committed one-factor study's
-   (its design means, its per-sentence gold counts and false-positive rate, its between-seed variance): the share of
-   the grid trained and how often the true best design is among the finalists.
+   (its design means, its per-sentence gold counts and false-positive rate, its between-seed variance, its measured
+   training and evaluation times): the share of the grid's cells and hours used and how often the true best design
+   is among the finalists.
 3. The null: the same, every design equally good: how often a race wrongly eliminates a design.
 
-Usage: python bench/race.py   (no arguments; about a minute on a 2-core CPU). The last line is JSON.
+Usage: python bench/race.py   (no arguments; a few minutes on a 2-core CPU). The last line is JSON.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +33,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sde_study.plan import Plan, read_plan  # noqa: E402
-from sde_study.race import Cell, Folder, RaceSettings, cells_from_rows, cells_used, decide  # noqa: E402
+from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
+                            decide)
 from sde_study.summary import summarise  # noqa: E402
 from sde_study.folder import StudyFolder  # noqa: E402
 from sde_study.results import with_degeneracy  # noqa: E402
 from sde_tasks.rules import RULES  # noqa: E402
 from sde_tasks.docstats import EXTRACTION, DocStats  # noqa: E402
 
-SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"
+SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"  # the simulation the bars read
+STRICT_RACE = REPO / "docs" / "studies" / "ner-race-smollm2-strict"  # 10 designs, 500 sentences, its own cell times
 RACES, RESAMPLES, DESIGNS, SEEDS, SEED = 200, 500, 10, 5, 0
+FIRST_DOCS = 100  # a staged race's first look: the first 100 documents of every new cell
+HEADLINE = "staged-finalists"  # the variant the JSON line's top-level numbers are of
 
 
 def replay(study: Path, plan: Plan) -> list[dict]:
@@ -60,12 +73,66 @@ def replay(study: Path, plan: Plan) -> list[dict]:
     return found
 
 
+def variants(total_docs: int) -> dict[str, Stages | None]:
+    """The races compared on the same cells: as `sde study race` runs today, and staged in its two forms."""
+    return {"unstaged": None, "staged-each-rung": Stages(FIRST_DOCS, total_docs, every_rung=True),
+            "staged-finalists": Stages(FIRST_DOCS, total_docs, every_rung=False)}
+
+
 def committed_race(study: Path, plan: Plan) -> dict:
-    """A committed race as its files stand: its decision and finalists, and how many cells it trained."""
-    state = Folder.of(study, plan, StudyFolder(study).read_rows()).state(plan)
+    """A committed race as its files stand (its decision, finalists and cells), and raced again from its cells'
+    per-document statistics in each variant: the measured hours against the grid's, and whether the committed race's
+    best design stays among the finalists. A cell the committed race never trained takes its design out of the
+    replay (it has no statistics); its cost is counted all the same, at the mean cell's."""
+    rows = StudyFolder(study).read_rows()
+    folder = Folder.of(study, plan, rows)
+    state = folder.state(plan)
+    times = {key: (float(r["train_seconds"]), float(r["eval_seconds"]))
+             for r in folder.rows if (key := (r["design"], r["seed"])) in folder.cells}
+    mean = tuple(statistics.fmean(t[i] for t in times.values()) for i in (0, 1))
+    total = max(c.stats.n_docs for c in folder.cells.values() if c.stats is not None)
+    grid_hours = len(plan.designs) * plan.race.max_seeds * sum(mean) / 3600
+    found = {}
+    for name, stages in variants(total).items():
+        again, had = raced(folder.cells, list(plan.designs), plan.race, folder.metric, stages)
+        lacking = sorted(key for key, c in had.items() if c.unusable and key not in folder.cells)
+        spent = hours(had, times, total) + len(lacking) * (mean[0] + mean[1] * (stages.first_docs / total if stages
+                                                                                 else 1)) / 3600
+        found[name] = {"decided": again.decided or "not decided", "finalists": again.survivors,
+                       "cells": sum(c.stats is not None for c in had.values()) + len(lacking),
+                       "lacking": [f"{d} seed {s}" for d, s in lacking], "hours_fraction": round(spent / grid_hours, 3),
+                       "best_kept": state.best in again.survivors}
     return {"study": study.relative_to(REPO).as_posix(), "rule": state.settings.rule,
             "decided": state.decided or "not decided", "finalists": state.survivors, "cells": cells_used(state),
-            "grid_cells": len(plan.designs) * state.settings.max_seeds}
+            "grid_cells": len(plan.designs) * state.settings.max_seeds, "best": state.best,
+            "grid_hours": round(grid_hours, 2), "variants": found,
+            "hours_fraction": found[HEADLINE]["hours_fraction"], "best_kept": found[HEADLINE]["best_kept"]}
+
+
+def raced(grid: dict[tuple[str, int], Cell], designs: list[str], settings: RaceSettings, metric: str,
+          stages: Stages | None) -> tuple[RaceState, dict[tuple[str, int], Cell]]:
+    """The race as a study folder runs it, on cells taken from `grid`: a cell it asks for arrives evaluated on the
+    first documents (all of them, unstaged), and on the rest when it asks for them. Returns its state and the cells
+    it had, as evaluated."""
+    have: dict[tuple[str, int], Cell] = {}
+    while True:
+        state = decide(have, designs, settings, metric, RESAMPLES, stages)
+        if state.next_cells:
+            for key in state.next_cells:
+                cell = grid.get(key, Cell(None, unusable="not trained by the committed study"))
+                first = stages is not None and cell.stats is not None
+                have[key] = replace(cell, stats=cell.stats.subset(range(stages.first_docs))) if first else cell
+        elif state.next_rest:
+            have.update({key: grid[key] for key in state.next_rest})
+        else:
+            return state, have
+
+
+def hours(cells: dict[tuple[str, int], Cell], times: dict[tuple[str, int], tuple[float, float]],
+          total_docs: int) -> float:
+    """Measured compute: each cell's training, plus its evaluation scaled by the share of documents evaluated."""
+    return sum(times[key][0] + times[key][1] * cell.stats.n_docs / total_docs
+               for key, cell in cells.items() if cell.stats is not None) / 3600
 
 
 def trained(state, cells: dict) -> int:
@@ -73,10 +140,13 @@ def trained(state, cells: dict) -> int:
     return sum(1 for look in state.looks for d in look.survivors if cells[(d, look.rung)].stats is not None)
 
 
-def source_parameters() -> tuple[np.ndarray, float, list[float], float]:
-    """Gold counts per sentence, false positives per sentence, design means and the pooled seed SD of the
-    committed one-factor study (paper rule, f1)."""
-    stats = StudyFolder(SOURCE).read_doc_stats()
+def source_parameters(source: Path) -> tuple[np.ndarray, float, list[float], float, tuple[float, float]]:
+    """Gold counts per sentence, false positives per sentence, design means, the pooled seed SD (paper rule, f1) and
+    the mean measured training and evaluation seconds of a cell, of a committed study."""
+    rows = [r for r in StudyFolder(source).read_rows() if r["kind"] == "tuned"]
+    times = (statistics.fmean(float(r["train_seconds"]) for r in rows),
+             statistics.fmean(float(r["eval_seconds"]) for r in rows))
+    stats = StudyFolder(source).read_doc_stats()
     tables = [s.table for key, s in stats.items() if key[0] == "tuned"]
     gold = (tables[0][:, 0] + tables[0][:, 2]).astype(int)
     fp_rate = float(np.mean([t[:, 1].mean() for t in tables]))
@@ -87,7 +157,7 @@ def source_parameters() -> tuple[np.ndarray, float, list[float], float]:
     means = [statistics.fmean(v) for v in by_design.values()]
     pooled = [v for v in by_design.values() if len(v) > 1]
     seed_var = sum(sum((x - statistics.fmean(v)) ** 2 for x in v) for v in pooled) / sum(len(v) - 1 for v in pooled)
-    return gold, fp_rate, means, float(np.sqrt(seed_var))
+    return gold, fp_rate, means, float(np.sqrt(seed_var)), times
 
 
 def detection(f1: float, gold: np.ndarray, fp_rate: float) -> float:
@@ -104,18 +174,25 @@ def simulated_run(rng: np.random.Generator, gold: np.ndarray, fp_rate: float, ra
                                               np.ones(len(gold))], axis=1).astype(float))
 
 
-def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_rate: float,
-             seed_sd: float) -> tuple[float, bool, int]:
-    """One race of len(means) designs: (share of the grid trained, true best kept, designs eliminated)."""
+def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_rate: float, seed_sd: float,
+             times: tuple[float, float], settings: RaceSettings, variants: dict[str, Stages | None]) -> dict[str, dict]:
+    """One race of len(means) designs in each variant (staged or not), on the same cells: the share of the grid's
+    cells and measured hours each used, whether the true best is among its finalists, how many designs it
+    eliminated."""
     rates = [detection(m, gold, fp_rate) for m in means]
     slope = (detection(max(means) + 0.01, gold, fp_rate) - detection(max(means), gold, fp_rate)) / 0.01
     designs = [f"d{i}" for i in range(len(means))]
-    cells = {(d, s): Cell(simulated_run(rng, gold, fp_rate, r + rng.normal(0, seed_sd * slope)), seconds=1.0)
-             for d, r in zip(designs, rates) for s in range(SEEDS)}
-    state = decide(cells, designs, RaceSettings(max_seeds=SEEDS), "f1", resamples=RESAMPLES)
-    used = cells_used(state)
-    best = designs[int(np.argmax(means))]
-    return used / (len(designs) * SEEDS), best in state.survivors, len(designs) - len(state.survivors)
+    grid = {(d, s): Cell(simulated_run(rng, gold, fp_rate, r + rng.normal(0, seed_sd * slope)), seconds=sum(times))
+            for d, r in zip(designs, rates) for s in range(SEEDS)}
+    cost = dict.fromkeys(grid, times)
+    found = {}
+    for name, stages in variants.items():
+        state, had = raced(grid, designs, settings, "f1", stages)
+        found[name] = {"cells": sum(c.stats is not None for c in had.values()) / len(grid),
+                       "hours": hours(had, cost, len(gold)) / hours(grid, cost, len(gold)),
+                       "best_kept": designs[int(np.argmax(means))] in state.survivors,
+                       "eliminated": len(designs) - len(state.survivors)}
+    return found
 
 
 def main() -> int:
@@ -132,32 +209,54 @@ def main() -> int:
     for r in races:
         print(f"  {r['study']} [{r['rule']}]: {r['decided']}; finalists {r['finalists']}; {r['cells']} of the "
               f"grid's {r['grid_cells']} cells")
-    gold, fp_rate, source_means, seed_sd = source_parameters()
-    rng = np.random.default_rng(SEED)
-    print(f"Simulation source: {len(gold)} sentences, {gold.sum()} gold entities, {fp_rate:.2f} false positives "
-          f"per sentence, design means {[round(m, 3) for m in source_means]}, seed SD {seed_sd:.4f}")
-    fractions, kept = [], 0
-    for _ in range(RACES):
-        extra = list(rng.uniform(min(source_means), max(source_means), DESIGNS - len(source_means)))
-        fraction, best_kept, _ = simulate(rng, source_means + extra, gold, fp_rate, seed_sd)
-        fractions.append(fraction)
-        kept += best_kept
-    null_wrong = 0
-    grand = statistics.fmean(source_means)
-    for _ in range(RACES):
-        _, _, eliminated = simulate(rng, [grand] * DESIGNS, gold, fp_rate, seed_sd)
-        null_wrong += eliminated > 0
-    simulated = {"cells_fraction": round(statistics.fmean(fractions), 3), "best_kept": round(kept / RACES, 3)}
-    print(f"Simulated races ({RACES}, {DESIGNS} designs x up to {SEEDS} seeds): {simulated['cells_fraction']:.1%} of "
-          f"the grid's cells trained on average; true best among the finalists in {simulated['best_kept']:.1%}")
-    print(f"Null ({RACES} races, all designs equal): a design wrongly eliminated in {null_wrong / RACES:.1%} "
-          f"(alpha 0.05 split over the looks, Holm over the rivals)")
+        for name, v in r["variants"].items():
+            print(f"    raced again, {name}: {v['decided']}; finalists {v['finalists']}; {v['cells']} cells, "
+                  f"{v['hours_fraction']:.1%} of the grid's {r['grid_hours']:.2f} measured hours; its best "
+                  f"{r['best']} kept: {v['best_kept']}"
+                  + (f"; cells it lacks (their designs leave, their cost counted): {v['lacking']}" if v["lacking"]
+                     else ""))
+    simulated = {}
+    for source in (SOURCE, STRICT_RACE):
+        simulated[source.name] = simulation(source)
+    headline = simulated[SOURCE.name][HEADLINE]
     print(f"({time.perf_counter() - start:.0f} s)")
     print(json.dumps({"replay": [{k: r[k] for k in ("study", "rule", "same_winner", "cells_fraction")}
                                  for r in replays],
-                      "races": [{k: r[k] for k in ("study", "rule", "decided", "cells")} for r in races],
-                      "simulated": simulated, "null_false_elimination": round(null_wrong / RACES, 3)}))
+                      "races": [{k: r[k] for k in ("study", "rule", "decided", "cells", "hours_fraction", "best_kept")}
+                                for r in races],
+                      "simulated": {k: v for k, v in headline.items() if k != "null_false_elimination"},
+                      "null_false_elimination": headline["null_false_elimination"], "variants": simulated}))
     return 0
+
+
+def simulation(source: Path) -> dict[str, dict]:
+    """RACES races of DESIGNS designs drawn like the committed study `source`, and RACES under the null, in every
+    variant on the same cells."""
+    gold, fp_rate, source_means, seed_sd, times = source_parameters(source)
+    rng = np.random.default_rng(SEED)
+    settings = RaceSettings(max_seeds=SEEDS)
+    print(f"Simulation drawn like {source.relative_to(REPO)}: {len(gold)} sentences, {gold.sum()} gold entities, "
+          f"{fp_rate:.2f} false positives per sentence, design means {[round(m, 3) for m in source_means]}, seed SD "
+          f"{seed_sd:.4f}, a cell {times[0]:.0f} s training + {times[1]:.0f} s evaluation")
+    runs = []
+    for _ in range(RACES):
+        extra = list(rng.uniform(min(source_means), max(source_means), max(0, DESIGNS - len(source_means))))
+        runs.append(simulate(rng, source_means + extra, gold, fp_rate, seed_sd, times, settings, variants(len(gold))))
+    grand = statistics.fmean(source_means)
+    null = [simulate(rng, [grand] * DESIGNS, gold, fp_rate, seed_sd, times, settings, variants(len(gold)))
+            for _ in range(RACES)]
+    summary = {name: {"cells_fraction": round(statistics.fmean(r[name]["cells"] for r in runs), 3),
+                      "hours_fraction": round(statistics.fmean(r[name]["hours"] for r in runs), 3),
+                      "best_kept": round(statistics.fmean(r[name]["best_kept"] for r in runs), 3),
+                      "null_false_elimination": round(statistics.fmean(r[name]["eliminated"] > 0 for r in null), 3)}
+               for name in variants(len(gold))}
+    print(f"  {RACES} races of {DESIGNS} designs x up to {SEEDS} seeds, and {RACES} under the null (all designs equal); "
+          "alpha 0.05 split over the looks, Holm over every pair of the designs still in:")
+    for name, found in summary.items():
+        print(f"  {name}: {found['cells_fraction']:.1%} of the grid's cells and {found['hours_fraction']:.1%} of its "
+              f"measured hours on average; true best among the finalists in {found['best_kept']:.1%}; under the null "
+              f"a design wrongly eliminated in {found['null_false_elimination']:.1%}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -44,9 +44,10 @@ class RaceSettings:
     rule: str = PAPER
     alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
 
-    def look_level(self) -> float:
-        """The level of one look: alpha split over the looks the race can make (one per rung after the first)."""
-        return self.alpha / max(1, self.max_seeds - 1)
+    def look_level(self, looks_per_rung: int = 1) -> float:
+        """The level of one look: alpha split over the looks the race can make (`looks_per_rung` per rung after the
+        first: two when it evaluates in stages and looks at the first documents, then at all of them)."""
+        return self.alpha / (max(1, self.max_seeds - 1) * looks_per_rung)
 
     def words(self) -> str:
         return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}"

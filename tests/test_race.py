@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sde_study.race import BUDGET, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, cells_used, decide
+from sde_study.race import (BUDGET, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, Stages, cells_used,
+                            decide)
 from sde_tasks.docstats import EXTRACTION, DocStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +65,36 @@ def test_a_race_resumes_from_the_cells_it_has() -> None:
     assert (first.cells, first.hours) == (3, 3 * 60 / 3600)  # rung 0's cells only, not ("a", 1) trained after it
 
 
+def staged_race(cells: dict[tuple[str, int], Cell], designs: list[str], stages: Stages) -> tuple:
+    """The race as a study would run it in stages: new cells on the first documents, the rest when it asks."""
+    have, asked_rest = {}, []
+    while True:
+        state = decide(have, designs, RaceSettings(max_seeds=4), "f1", resamples=1000, stages=stages)
+        if state.next_cells:
+            have.update({k: replace(cells[k], stats=cells[k].stats.subset(range(stages.first_docs)))
+                         for k in state.next_cells})
+        elif state.next_rest:
+            asked_rest += state.next_rest
+            have.update({k: cells[k] for k in state.next_rest})
+        else:
+            return state, have, asked_rest
+
+
+@pytest.mark.parametrize("every_rung", [True, False])
+def test_a_staged_race_evaluates_the_rest_only_for_designs_still_in(every_rung: bool) -> None:
+    cells = grid({"good": 0.7, "close": 0.68, "bad": 0.1}, seeds=4)
+    state, have, rest = staged_race(cells, ["good", "close", "bad"], Stages(60, N_DOCS, every_rung))
+    assert "bad" in state.looks[1].left and state.looks[1].docs == 60  # far behind on the first 60 documents
+    assert not any(d == "bad" for d, _ in rest) and have[("bad", 0)].stats.n_docs == 60
+    assert "good" in state.survivors and all(cell.stats.n_docs == N_DOCS  # finalists: every document
+                                             for (d, _), cell in have.items() if d in state.survivors)
+    full_looks = [look for look in state.looks if look.docs is None]
+    assert bool(full_looks) == every_rung  # each rung looks at every document too, or only the finalists get them
+    unstaged = decide(cells, ["good", "close", "bad"], RaceSettings(max_seeds=4), "f1", resamples=1000)
+    assert decide(cells, ["good", "close", "bad"], RaceSettings(max_seeds=4), "f1", resamples=1000,
+                  stages=Stages(N_DOCS, N_DOCS)).looks == unstaged.looks  # a first stage of every document: unstaged
+
+
 def test_a_failure_is_never_a_verdict_but_the_same_failure_twice_is() -> None:
     """A failed cell (preempted, a lost node, a missing path) is trained again, however far behind its design is;
     its design leaves only when the cell failed the same way on two attempts, and the trace says so."""
@@ -88,11 +120,13 @@ def test_budget_and_tie_stops() -> None:
     assert tie.decided == TIE_SET and sorted(tie.survivors) == ["a", "b"] and len(tie.looks) == 2
 
 
-def test_bench_race_meets_the_bars() -> None:
-    """Calibration: the committed grids' recommended designs are kept; simulated races of 10 designs x 5 seeds
-    train <= 70% of the grid and keep the true best in >= 93%; under the null <= 8% wrongly eliminate a design."""
+def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
+    """Calibration: the committed grids' recommended designs are kept; in simulated races of 10 designs x 5 seeds
+    (drawn like the one-factor study and like the strict race) every variant keeps the true best in >= 93% and,
+    under the null, wrongly eliminates a design in <= 8% (a best picked by the data is tested as one of every pair);
+    staging saves measured hours on the strict race's own cells and in races drawn like it."""
     done = subprocess.run([sys.executable, str(REPO / "bench" / "race.py")], capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=3600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replay"] and all(r["same_winner"] for r in result["replay"])
@@ -100,8 +134,13 @@ def test_bench_race_meets_the_bars() -> None:
         report = (REPO / race["study"] / "REPORT.md").read_text(encoding="utf-8")
         decided = "not decided yet" if race["decided"] == "not decided" else race["decided"]
         assert f"**Decision** ({race['rule']} rule): {decided}" in report, race
-    assert result["simulated"]["cells_fraction"] <= 0.70 and result["simulated"]["best_kept"] >= 0.93
-    assert result["null_false_elimination"] <= 0.08
+    for source, variants in result["variants"].items():
+        for name, found in variants.items():
+            assert found["best_kept"] >= 0.93 and found["null_false_elimination"] <= 0.08, (source, name, found)
+    strict = result["variants"]["ner-race-smollm2-strict"]
+    assert strict["staged-finalists"]["hours_fraction"] < strict["unstaged"]["hours_fraction"]
+    replayed = next(r for r in result["races"] if r["study"].endswith("ner-race-smollm2-strict"))
+    assert replayed["best_kept"] and replayed["hours_fraction"] < replayed["cells"] / 50
 
 
 @pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--max-seeds", "1"), ("--delta", "-1"),
