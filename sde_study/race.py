@@ -331,11 +331,14 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
              "paired comparison (documents and seeds); the best never leaves. The race stops when the best is "
              "separated from every rival, when the survivors lie within ±δ of it, when the seeds run out, or when "
              "the budget would be passed.", "",
-             "| rung | designs in | best (mean) | left, and why | cells so far | hours so far |", "|---|---|---|---|---|---|"]
+             "| rung | designs in | seeds per design | documents | best (mean) | left, and why | cells so far "
+             "| hours so far |", "|---|---|---|---|---|---|---|---|"]
+    every = max((c.stats.n_docs for c in folder.cells.values() if c.stats is not None), default=0)
     for look in state.looks:
         left = "; ".join(f"`{short(d)}`: {why}" for d, why in look.left.items()) or "—"
         best = f"`{short(look.best)}` ({look.means[look.best]:.4f})" if look.best else "—"
-        lines.append(f"| {look.rung} | {len(look.survivors)} | {best} | {left} | {look.cells} | {look.hours:.2f} |")
+        lines.append(f"| {look.rung} | {len(look.survivors)} | {look.rung + 1} | {look.docs or every} | {best} "
+                     f"| {left} | {look.cells} | {look.hours:.2f} |")
     lines += [""] + compute_lines(state, folder.rows, plan)
     lines += [f"**Decision** ({settings.rule} rule): "
               + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
