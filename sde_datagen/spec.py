@@ -164,9 +164,8 @@ class _Fields:
         """A mapping of texts over `defaults` (its keys are the allowed ones), placeholders checked."""
         given = self.get(self.data, key, key, dict, {})
         self.keys(given, tuple(defaults), key)
-        for name, value in given.items():
-            if not isinstance(value, str):
-                raise self.fail(f"{key}.{name}", f"expected text, got {shown(value)}")
+        for name in given:
+            self.get(given, name, f"{key}.{name}", str)
         merged = {**defaults, **given}
         for name, allowed in (placeholders or {}).items():
             _check_placeholders(merged[name], allowed, lambda msg, name=name: self.fail(f"{key}.{name}", msg))
