@@ -54,7 +54,8 @@ class Codec:
             return self.empty
         fmt = self.design.format
         if fmt == "heuristic":
-            return "\n".join(json.dumps([key, span], ensure_ascii=False) for _, key, spans in items for span in spans)
+            return "\n".join(json.dumps([key, x], ensure_ascii=False)
+                             for _, key, value in items for x in self._family.heuristic_values(value))
         rat = rationales if self.reasoning != "none" else None
         if fmt == "json":
             return "\n".join(
@@ -208,7 +209,7 @@ class Codec:
                 if obj == []:
                     continue
                 if isinstance(obj, list) and len(obj) == 2 and all(isinstance(x, (str, int)) for x in obj):
-                    items.append(Item(str(obj[0]).strip(), [str(obj[1])]))
+                    items.append(self._family.heuristic_item(str(obj[0]).strip(), str(obj[1])))
                     continue
             elif type(obj) is dict and tkey in obj and vkey in obj:
                 key = obj[tkey]

@@ -71,7 +71,7 @@ def oracle_items(task: OracleTask, design: Design, records: Sequence[GoldRecord]
 
 
 def designs_of(task: OracleTask, designs: str) -> list[Design]:
-    """The designs the task accepts (no heuristic for classification; no No-Inst out of domain)."""
+    """The designs the task accepts (no No-Inst out of domain)."""
     return [d for d in resolve_designs(designs) if not d.problems(task.spec.family)
             and not (task.out_of_domain and d.placement == "none")]
 

@@ -41,6 +41,12 @@ def test_masa_formats_match_the_method():
     assert json_line == '{"方面": "食品评价", "情感": "正面"}'
     assert get_codec(spec, d("first-nomi-lines-pu-numeric-none")).render(D1_PAPER).startswith("食品评价：1\n饮品评价：-2")
     assert get_codec(spec, d("ew-sde")).render(D1_PAPER) == "食品评价：正面，价格水平：正面，服务人员态度：正面。"
+    # heuristic: one [aspect, label] array per mentioned aspect, nothing for the unmentioned ones (an OU design)
+    heuristic = get_codec(spec, d("heuristic"))
+    assert heuristic.render(D1_PAPER) == '["食品评价", "正面"]\n["价格水平", "正面"]\n["服务人员态度", "正面"]'
+    assert heuristic.parse(heuristic.render(D1_PAPER)).targets == D1_PAPER and not heuristic.parse("[]").errors
+    assert [e.kind for e in heuristic.parse('["食品评价", "好"]\n["食品评价", "正面"]').errors] == [
+        "invalid_label", "duplicate_target"]
 
 
 def test_extraction_formats_match_the_method():

@@ -35,6 +35,12 @@ class Reader(Protocol):
     def json_value(self, value: object) -> object:
         """A value as a JSON value."""
 
+    def heuristic_values(self, value: object) -> list[str]:
+        """What the heuristic format writes beside a target's key, one `[key, x]` line each."""
+
+    def heuristic_item(self, key: str, written: str) -> Item:
+        """One heuristic `[key, written]` line as an item of `read`."""
+
     def read(self, items: list[Item], soft: bool) -> Reading:
         """Values per target from an output's items."""
 

@@ -40,8 +40,6 @@ class Classification:
             raise fail("absent_label", f"'{absent}' is not one of the label ids")
 
     def design_problems(self, format: str) -> list[str]:
-        if format == "heuristic":
-            return ["the heuristic format lists extracted (type, span) pairs; a classification task has none"]
         return []
 
     def target_list(self, spec: TaskSpec, numeric: bool) -> str:
@@ -156,6 +154,13 @@ class LabelReader:
 
     def json_value(self, value: object) -> object:
         return self.label_out[value]
+
+    def heuristic_values(self, value: object) -> list[str]:
+        """The heuristic format lists the mentioned aspects only: `["食品评价", "正面"]` (it is an OU design)."""
+        return [self.label_out[value]]
+
+    def heuristic_item(self, key: str, written: str) -> Item:
+        return Item(key, written)
 
     def _by_keyword(self, key: str) -> str | None:
         """Soft parsing: the target whose keyword the key contains (食品 -> 食品评价)."""

@@ -156,6 +156,12 @@ class SpanReader:
     def json_value(self, value: object) -> object:
         return value
 
+    def heuristic_values(self, value: object) -> list[str]:
+        return list(value)
+
+    def heuristic_item(self, key: str, written: str) -> Item:
+        return Item(key, [written])
+
     def read(self, items: list[Item], soft: bool) -> Reading:
         """Spans per type. A model's repeated spans are kept: the paper counts repeats as false positives."""
         values: dict[str, list[str]] = {}
