@@ -2,8 +2,9 @@
 
 Compute is counted in measured hours: a cell's training, plus its evaluation scaled by the share of the test
 documents evaluated (a staged race evaluates a new cell on the first FIRST_DOCS documents, the rest only for designs
-still in after a look on them). Each race is run staged and unstaged on the same cells, the unstaged one being the
-baseline (`sde study race` as it runs today).
+still in after a look on them). Each race is run on the same cells four ways: with the test of the races planned
+before the welch test (the seed variance widened as if it were the whole SE: the baseline), as `sde study race` runs
+a new race today (the welch test, unstaged), and staged in two forms.
 
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
@@ -15,6 +16,9 @@ baseline (`sde study race` as it runs today).
    training and evaluation times): the share of the grid's cells and hours used and how often the true best design
    is among the finalists.
 3. The null: the same, every design equally good: how often a race wrongly eliminates a design.
+4. Where the hours go: the finalists a race cannot separate, at their measured cost, plus the least any other design
+   can cost (2 cells: a test needs two seeds), as a share of the grid's hours: the `finalists_floor` under which no
+   rule of eliminating sooner could bring the race with the same finalists.
 
 Usage: python bench/race.py   (no arguments; a few minutes on a 2-core CPU). The last line is JSON.
 """
@@ -32,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sde_study.plan import Plan, read_plan  # noqa: E402
+from sde_study.plan import WELCH, WIDENED, Plan, read_plan  # noqa: E402
 from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
                             decide)
 from sde_study.summary import summarise  # noqa: E402
@@ -73,10 +77,12 @@ def replay(study: Path, plan: Plan) -> list[dict]:
     return found
 
 
-def variants(total_docs: int) -> dict[str, Stages | None]:
-    """The races compared on the same cells: as `sde study race` runs today, and staged in its two forms."""
-    return {"unstaged": None, "staged-each-rung": Stages(FIRST_DOCS, total_docs, every_rung=True),
-            "staged-finalists": Stages(FIRST_DOCS, total_docs, every_rung=False)}
+def variants(total_docs: int) -> dict[str, tuple[Stages | None, str]]:
+    """The races compared on the same cells, (stages, test): as `sde study race` runs a new race today (the welch
+    test, unstaged), as races planned before the welch test ran (the baseline), and staged in its two forms."""
+    return {"unstaged-widened": (None, WIDENED), "unstaged": (None, WELCH),
+            "staged-each-rung": (Stages(FIRST_DOCS, total_docs, every_rung=True), WELCH),
+            "staged-finalists": (Stages(FIRST_DOCS, total_docs, every_rung=False), WELCH)}
 
 
 def committed_race(study: Path, plan: Plan) -> dict:
@@ -93,8 +99,8 @@ def committed_race(study: Path, plan: Plan) -> dict:
     total = max(c.stats.n_docs for c in folder.cells.values() if c.stats is not None)
     grid_hours = len(plan.designs) * plan.race.max_seeds * sum(mean) / 3600
     found = {}
-    for name, stages in variants(total).items():
-        again, had = raced(folder.cells, list(plan.designs), plan.race, folder.metric, stages)
+    for name, (stages, test) in variants(total).items():
+        again, had = raced(folder.cells, list(plan.designs), replace(plan.race, test=test), folder.metric, stages)
         lacking = sorted(key for key, c in had.items() if c.unusable and key not in folder.cells)
         spent = hours(had, times, total) + len(lacking) * (mean[0] + mean[1] * (stages.first_docs / total if stages
                                                                                  else 1)) / 3600
@@ -175,7 +181,8 @@ def simulated_run(rng: np.random.Generator, gold: np.ndarray, fp_rate: float, ra
 
 
 def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_rate: float, seed_sd: float,
-             times: tuple[float, float], settings: RaceSettings, variants: dict[str, Stages | None]) -> dict[str, dict]:
+             times: tuple[float, float], settings: RaceSettings,
+             variants: dict[str, tuple[Stages | None, str]]) -> dict[str, dict]:
     """One race of len(means) designs in each variant (staged or not), on the same cells: the share of the grid's
     cells and measured hours each used, whether the true best is among its finalists, how many designs it
     eliminated."""
@@ -186,10 +193,15 @@ def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_
             for d, r in zip(designs, rates) for s in range(SEEDS)}
     cost = dict.fromkeys(grid, times)
     found = {}
-    for name, stages in variants.items():
-        state, had = raced(grid, designs, settings, "f1", stages)
+    for name, (stages, test) in variants.items():
+        state, had = raced(grid, designs, replace(settings, test=test), "f1", stages)
+        finalists = {key: c for key, c in had.items() if key[0] in state.survivors}
+        share = stages.first_docs / len(gold) if stages else 1.0
+        floor = hours(finalists, cost, len(gold)) + (len(designs) - len(state.survivors)) * 2 * (
+            times[0] + times[1] * share) / 3600
         found[name] = {"cells": sum(c.stats is not None for c in had.values()) / len(grid),
                        "hours": hours(had, cost, len(gold)) / hours(grid, cost, len(gold)),
+                       "floor": floor / hours(grid, cost, len(gold)),
                        "best_kept": designs[int(np.argmax(means))] in state.survivors,
                        "eliminated": len(designs) - len(state.survivors)}
     return found
@@ -247,6 +259,8 @@ def simulation(source: Path) -> dict[str, dict]:
             for _ in range(RACES)]
     summary = {name: {"cells_fraction": round(statistics.fmean(r[name]["cells"] for r in runs), 3),
                       "hours_fraction": round(statistics.fmean(r[name]["hours"] for r in runs), 3),
+                      "finalists": round(DESIGNS - statistics.fmean(r[name]["eliminated"] for r in runs), 2),
+                      "finalists_floor": round(statistics.fmean(r[name]["floor"] for r in runs), 3),
                       "best_kept": round(statistics.fmean(r[name]["best_kept"] for r in runs), 3),
                       "null_false_elimination": round(statistics.fmean(r[name]["eliminated"] > 0 for r in null), 3)}
                for name in variants(len(gold))}
@@ -255,7 +269,9 @@ def simulation(source: Path) -> dict[str, dict]:
     for name, found in summary.items():
         print(f"  {name}: {found['cells_fraction']:.1%} of the grid's cells and {found['hours_fraction']:.1%} of its "
               f"measured hours on average; true best among the finalists in {found['best_kept']:.1%}; under the null "
-              f"a design wrongly eliminated in {found['null_false_elimination']:.1%}")
+              f"a design wrongly eliminated in {found['null_false_elimination']:.1%}; {found['finalists']:.2f} "
+              f"finalists, whose cells with 2 for each other design (the first look that can drop one) would be "
+              f"{found['finalists_floor']:.1%} of the hours")
     return summary
 
 

@@ -31,17 +31,21 @@ ADAPTER, EVAL, TRAINED, RESULT, STATE, LOCK = "adapter", "eval", "train.json", "
 CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template", "resume", "overwrite", "push_to_hub",
                  "private", "split")
 EXTENDABLE = ("designs", "seeds", "analysis")
+WELCH, WIDENED = "welch", "widened"  # a race's tests; a plan whose race names none was planned with `widened`
+RACE_TESTS = (WELCH, WIDENED)
 
 
 @dataclass(frozen=True)
 class RaceSettings:
     """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
-    it eliminates by."""
+    it eliminates by, and its test (sde_study.race.compare_with_best: `welch`, or `widened` for races planned before
+    it, which keep the test their looks were made with)."""
 
     max_seeds: int = 5
     budget_hours: float | None = None
     delta: float = 0.0
     rule: str = PAPER
+    test: str = WELCH
     alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
 
     def look_level(self, looks_per_rung: int = 1) -> float:
@@ -50,7 +54,7 @@ class RaceSettings:
         return self.alpha / (max(1, self.max_seeds - 1) * looks_per_rung)
 
     def words(self) -> str:
-        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}"
+        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}, test {self.test}"
                 + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
 
 
@@ -156,9 +160,11 @@ class Plan:
             raise UserError(f"{source}: not a study plan (expected a mapping)")
         race = data.get("race")
         if isinstance(race, dict):
-            data = {**data, "race": typed(RaceSettings, race, source, UserError, "race.")}
-            if data["race"].rule not in RULES:
-                raise UserError(f"{source}: field 'race.rule': expected {' or '.join(RULES)}, got {shown(race['rule'])}")
+            data = {**data, "race": typed(RaceSettings, {"test": WIDENED, **race}, source, UserError, "race.")}
+            for name, allowed in (("rule", RULES), ("test", RACE_TESTS)):
+                if getattr(data["race"], name) not in allowed:
+                    raise UserError(f"{source}: field 'race.{name}': expected {' or '.join(allowed)}, got "
+                                    f"{shown(race[name])}")
         vllm = data.get("vllm")
         if isinstance(vllm, dict):
             data = {**data, "vllm": typed(VLLMSettings, vllm, source, UserError, "vllm.")}
@@ -233,9 +239,11 @@ def differences(old: Plan, new: Plan) -> list[str]:
 
 def merge(old: Plan, new: Plan, extend: bool) -> Plan:
     """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work. A race's
-    settings (rule, delta, budget) follow the command: they train nothing, and the race decides again from its cells."""
+    settings (rule, delta, budget) follow the command: they train nothing, and the race decides again from its cells;
+    its test stays the one it was planned with."""
     if old.race is not None and new.race is not None:
-        old = replace(old, race=new.race)
+        race = replace(new.race, test=old.race.test)
+        old, new = replace(old, race=race), replace(new, race=race)
     changed = differences(old, new)
     if not changed:
         return old

@@ -8,8 +8,8 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
     (a failed cell is trained again by the next run: preemption, a lost node or a missing path say nothing of a
     design, so one failure is never a verdict);
   - from two seeds on: if the current best (the highest mean) is better than it in a one-sided paired comparison
-    on the same documents and seeds (sde_tasks.significance: documents resampled, the pooled between-seed
-    variance widened to Student's t), with Holm's step-down over every pair of the K designs still in (the best
+    on the same documents and seeds (a t test: the documents' paired bootstrap variance and the between-seed
+    variance pooled over the designs, with Welch-Satterthwaite's degrees of freedom), with Holm's step-down over every pair of the K designs still in (the best
     is chosen by the data, so each of its tests is one of K(K-1)/2 it could have made) at level
     alpha / (max_seeds - 1): Bonferroni over the looks the race can make, so the chance of ever dropping a design
     that is as good as the best stays under alpha however many looks it takes (bench/race.py measures it under
@@ -29,13 +29,15 @@ so a race folder committed without its adapters continues on another machine, an
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
+from scipy.stats import t as student
+
 from sde_study.folder import tuned_key
-from sde_study.plan import RaceSettings
+from sde_study.plan import WELCH, RaceSettings
 from sde_tasks import significance as sig
 from sde_tasks.rules import PAPER, STRICT
 from sde_tasks.docstats import DocStats
@@ -191,7 +193,7 @@ def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metri
     means = {d: statistics.fmean(r.corpus()[metric] for r in group) for d, group in runs.items()}
     best = sig.best_and_ties(means, None, metric)[0] if alive else ""  # the highest mean (lowest, for a loss)
     if rung >= 1 and len(alive) > 1:
-        verdicts = compare_with_best(runs, best, metric, level, settings.delta, resamples)
+        verdicts = compare_with_best(runs, best, metric, level, settings.delta, resamples, settings.test)
         separated = {d: words for d, (words, apart, _) in verdicts.items() if apart}
         if len(separated) == len(verdicts):
             state.decided = SEPARATED
@@ -207,27 +209,29 @@ def _docs(stats: DocStats, first: range | None) -> DocStats:
 
 
 def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, level: float, delta: float,
-                      resamples: int) -> dict[str, tuple[str, bool, bool]]:
+                      resamples: int, test: str = WELCH) -> dict[str, tuple[str, bool, bool]]:
     """Each rival against the best, paired: (in words, separated, within +-delta), Holm's step-down at the look's
     `level` over every pair of designs: the best is chosen by the data, so its test against a rival is one of the
     K(K-1)/2 pairwise tests the look could have made (Holm over the K-1 rivals alone lets the winner's curse through:
     bench/race.py measured 13.5% false eliminations under the null at alpha 0.05 that way).
 
-    The test is one-sided (a rival leaves only for being worse than the best), z = Δ / SE with the SE of the
-    paired bootstrap (documents, and the pooled seed variance widened to Student's t at level / rivals): a level
-    far below 1 / resamples is then still resolved, which a bootstrap p-value is not."""
+    The test is one-sided (a rival leaves only for being worse than the best): t = Δ / SE, the SE's document part
+    from the paired bootstrap of documents and its seed part from the between-seed variance pooled over the designs
+    (`welch`: Student's t with the Welch-Satterthwaite degrees of freedom, so that the few seeds' uncertainty
+    weighs as much as the seed part's share of the SE; `widened`, the races planned before it: the seed variance
+    widened to Student's t as if it were the whole SE, then a normal tail, which costs power wherever the documents
+    add noise too). A level far below 1 / resamples is then still resolved, which a bootstrap p-value is not."""
     rivals = [d for d in runs if d != best]
     pairs = len(runs) * (len(runs) - 1) // 2
     strictest = level / pairs
-    reps = sig.replicates(runs, resamples=resamples, alpha=strictest)
     means = {d: statistics.fmean(r.corpus()[metric] for r in group) for d, group in runs.items()}
+    spread = _welch if test == WELCH else _widened
     found, p_values = {}, {}
-    for d in rivals:
+    for d, (se, dof) in spread(runs, best, metric, strictest, resamples).items():
         diff = means[best] - means[d]
-        se = float((reps[best][metric] - reps[d][metric]).std(ddof=1))
-        p_values[d] = 1 - NormalDist().cdf(diff / se) if se > 0 else (0.0 if diff > 0 else 1.0)
-        z = NormalDist().inv_cdf(1 - strictest)
-        within = delta > 0 and diff + z * se < delta and diff - z * se > -delta
+        p_values[d] = 1 - student.cdf(diff / se, dof) if se > 0 else (0.0 if diff > 0 else 1.0)
+        margin = student.ppf(1 - strictest, dof) * se
+        within = delta > 0 and diff + margin < delta and diff - margin > -delta
         found[d] = [f"best − it = {diff:+.4f} (SE {se:.4f}, one-sided p {p_values[d]:.2g})", False, within]
     for rank, d in enumerate(sorted(rivals, key=p_values.get)):  # Holm: stop at the first rival not rejected
         if p_values[d] >= level / (pairs - rank):
@@ -235,6 +239,33 @@ def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, l
         found[d][0] += f" < {level / (pairs - rank):.2g}"
         found[d][1] = True
     return {d: (words, apart, within) for d, (words, apart, within) in found.items()}
+
+
+def _welch(runs: dict[str, list[DocStats]], best: str, metric: str, level: float,
+           resamples: int) -> dict[str, tuple[float, float]]:
+    """Each rival's (SE of best − it, degrees of freedom): the documents' paired bootstrap variance D and the pooled
+    seed variance S over `dof` degrees of freedom, SE² = D + S (1/n_best + 1/n_it), Welch-Satterthwaite's
+    (D + s)² / (s² / dof) for s = S (1/n_best + 1/n_it) (D is known to many documents' precision)."""
+    reps = sig.replicates(runs, resamples=resamples, seeds_too=False)
+    variance, dof = sig.seed_variance(runs)
+    found = {}
+    for d in runs:
+        if d != best:
+            docs = float((reps[best][metric] - reps[d][metric]).var(ddof=1))
+            seeds = variance.get(metric, 0.0) * (1 / len(runs[best]) + 1 / len(runs[d]))
+            if not dof:  # no design with two seeds yet: the seed part is unknown, so nothing is separated
+                found[d] = (math.inf, 1.0)
+            else:
+                found[d] = (math.sqrt(docs + seeds), (docs + seeds) ** 2 / (seeds ** 2 / dof) if seeds > 0 else math.inf)
+    return found
+
+
+def _widened(runs: dict[str, list[DocStats]], best: str, metric: str, level: float,
+             resamples: int) -> dict[str, tuple[float, float]]:
+    """Each rival's (SE of best − it, infinite degrees of freedom: a normal tail) from the bootstrap replicates with
+    the seed variance widened to Student's t at `level` (sde_tasks.significance.replicates)."""
+    reps = sig.replicates(runs, resamples=resamples, alpha=level)
+    return {d: (float((reps[best][metric] - reps[d][metric]).std(ddof=1)), math.inf) for d in runs if d != best}
 
 
 def cells_used(state: RaceState) -> int:
@@ -323,7 +354,8 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
     lines = ["## The race", "",
              f"`sde study race` with at most {settings.max_seeds} seeds per design, eliminating by the **{settings.rule}** "
              f"rule, α {settings.alpha} split over its {max(1, settings.max_seeds - 1)} looks (at each look Holm over "
-             f"every pair of the designs still in, one-sided against the best), δ {settings.delta}"
+             f"every pair of the designs still in, one-sided against the best, the `{settings.test}` test), "
+             f"δ {settings.delta}"
              + (f", budget {settings.budget_hours} h" if settings.budget_hours else "") + ". Rung 0 trains every "
              "design with one seed; each later rung adds a seed to the designs still in; with one seed only collapsed "
              "designs, and designs whose cell failed twice the same way, leave (a failed cell is trained again); "

@@ -120,6 +120,25 @@ def test_budget_and_tie_stops() -> None:
     assert tie.decided == TIE_SET and sorted(tie.survivors) == ["a", "b"] and len(tie.looks) == 2
 
 
+def test_the_welch_test_separates_sooner_and_a_race_keeps_the_test_it_was_planned_with() -> None:
+    """Welch-Satterthwaite weighs the few seeds by the seed part's share of the SE: with document noise beside it,
+    a design well behind leaves a rung sooner than under the seed variance widened as if it were the whole SE."""
+    from sde_datagen.errors import UserError
+    from sde_study.plan import Plan, merge
+
+    cells = grid({"good": 0.6, "mid": 0.55, "bad": 0.5}, seeds=4)
+    left = {test: next(look.rung for look in decide(cells, ["good", "mid", "bad"], RaceSettings(max_seeds=4, test=test),
+                                                   "f1", resamples=1000).looks if "bad" in look.left)
+            for test in ("welch", "widened")}
+    assert left == {"welch": 2, "widened": 3}
+    plan = {"model": "m", "task": "ner", "designs": ["es-sde", "ew-sde"], "seeds": [0], "race": {"max_seeds": 3}}
+    planned_before = Plan.from_dict(plan, "study.yaml")
+    assert planned_before.race.test == "widened"  # a committed race keeps its looks' test
+    assert merge(planned_before, replace(planned_before, race=RaceSettings(max_seeds=3)), False).race.test == "widened"
+    with pytest.raises(UserError, match="study.yaml: field 'race.test': expected welch or widened, got 't'"):
+        Plan.from_dict({**plan, "race": {"test": "t"}}, "study.yaml")
+
+
 def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
     """Calibration: the committed grids' recommended designs are kept; in simulated races of 10 designs x 5 seeds
     (drawn like the one-factor study and like the strict race) every variant keeps the true best in >= 93% and,
@@ -139,6 +158,8 @@ def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
             assert found["best_kept"] >= 0.93 and found["null_false_elimination"] <= 0.08, (source, name, found)
     strict = result["variants"]["ner-race-smollm2-strict"]
     assert strict["staged-finalists"]["hours_fraction"] < strict["unstaged"]["hours_fraction"]
+    for variants in result["variants"].values():  # the welch test trains fewer cells than the widened one
+        assert variants["unstaged"]["hours_fraction"] < variants["unstaged-widened"]["hours_fraction"]
     replayed = next(r for r in result["races"] if r["study"].endswith("ner-race-smollm2-strict"))
     assert replayed["best_kept"] and replayed["hours_fraction"] < replayed["cells"] / 50
 
@@ -202,9 +223,10 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     # its rule changed on a rerun: the same cells raced again by the other rule, the report says so
     strict = subprocess.run([*args, "--rule", "strict"], capture_output=True, text=True, timeout=1800)
     assert strict.returncode == 0, strict.stderr[-2000:]
-    assert "the race's settings changed (max seeds 2, rule paper, delta 0.0 -> max seeds 2, rule strict, delta 0.0)" \
-        in strict.stdout
+    assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch -> max seeds 2, rule strict, "
+            "delta 0.0, test welch)") in strict.stdout
     assert "rule: strict" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
+    assert "test: welch" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
     assert "eliminating by the **strict** rule" in (tmp_path / "race" / "REPORT.md").read_text(encoding="utf-8")
     # committed without its adapters (no cells/), the race continues elsewhere from its results alone
     import shutil
