@@ -76,6 +76,18 @@ def test_cot_puts_the_rationale_first_and_rcot_last():
     assert line == "食品评价：（理由：因为食品评价）正面"
 
 
+def test_a_masa_rationale_quotes_a_few_words_around_its_cue_even_in_a_review_without_punctuation():
+    """A review with little punctuation is one long clause: quoting it whole made CoT answers of 4,516 tokens."""
+    from sde_datagen.families import family_of
+
+    spec = load_task("masa", "D1")
+    review = "这家店" * 200 + "菜很好吃" + "环境一般" * 200
+    targets = {name: "unmentioned" for name in spec.target_names} | {"食品评价": "positive"}
+    why = family_of(spec.family).rationales(spec, review, targets)["食品评价"]
+    assert len(why) <= 30 and "菜" in why
+    assert family_of(spec.family).rationales(spec, "菜很好吃，服务好。", targets)["食品评价"] == "菜很好吃"
+
+
 # ---------------------------------------------------------------- round trips
 @pytest.mark.parametrize("task", TASKS)
 def test_every_design_round_trips_on_real_data(task):
