@@ -103,6 +103,11 @@ class Plan:
     def lm_eval_tasks(self) -> tuple[str, ...]:
         return tuple(self.user_tasks) if self.user_tasks else self.resolved_task().lm_eval_tasks
 
+    def eval_tasks(self, design: str) -> tuple[str, ...]:
+        """The lm-eval tasks `design` is evaluated on: all of them, but only the in-domain one (the first) for a
+        No-Inst design, which cannot know the out-of-domain targets (sde_tasks refuses it there)."""
+        return self.lm_eval_tasks[:1] if Design.from_id(design).placement == "none" else self.lm_eval_tasks
+
     def include_path(self, root: Path) -> str | None:
         """The lm-eval task folder of a user's task; None for the built-in task pack."""
         return str(root / TASKS_DIR) if self.task_spec else None

@@ -184,11 +184,12 @@ def evaluate_cell(root: Path, plan: Plan, design: str, engine, adapter: Path | N
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
     runaways = (plan.task_spec or plan.task, design)
     with engine.lm(adapter, runaways) as lm:
-        found = run_lm_eval(lm, plan.lm_eval_tasks, {"design": design}, out, task=plan.resolved_task(),
+        found = run_lm_eval(lm, plan.eval_tasks(design), {"design": design}, out, task=plan.resolved_task(),
                             **settings)
     # Run from the study folder: the cell's own paths are relative to it, so the command outlives a moved folder.
     command = lm_eval_command(engine.model_name(runaways), engine.model_args(adapter and inside(adapter, root), runaways),
-                              plan.lm_eval_tasks, design, inside(out, root), batch_size=plan.eval_batch_size, **settings)
+                              plan.eval_tasks(design), design, inside(out, root), batch_size=plan.eval_batch_size,
+                              **settings)
     return found, command
 
 

@@ -162,13 +162,15 @@ def test_each_cell_reproduces_with_its_lm_eval_command(uninterrupted: Path, tmp_
 
 
 def test_study_of_a_user_task(user_tasks: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A No-Inst design is evaluated in domain only: without an instruction it cannot know the other domain's targets."""
     spec, data = user_tasks["classification"]
     done = run([*SDE, "study", "run", "--model", str(tiny_model_dir), "--task-spec", str(spec), "--data", str(data),
-                "--designs", "es-sde", "--seeds", "0", "--train-size", "4", "--max-steps", "2", "--eval-limit", "2",
-                "--no-analysis", "--out", str(tmp_path / "hotel")])
+                "--designs", "es-sde,none-nomi-lines-pu-text-none", "--seeds", "0", "--train-size", "4",
+                "--max-steps", "2", "--eval-limit", "2", "--no-analysis", "--out", str(tmp_path / "hotel")])
     assert done.returncode == 0, done.stderr[-3000:]
     rows = results(tmp_path / "hotel")
-    assert [(r["task"], r["n_docs"]) for r in rows] == [("sde_hotel", 2), ("sde_hotel_ood", 2)]
+    assert [(r["design"][:4], r["task"], r["n_docs"]) for r in rows] == [
+        ("firs", "sde_hotel", 2), ("firs", "sde_hotel_ood", 2), ("none", "sde_hotel", 2)]
     assert all({"kappa", "accuracy", "format_error_rate"} <= set(r) for r in rows)
 
 
