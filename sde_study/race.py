@@ -9,8 +9,9 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
     design, so one failure is never a verdict);
   - from two seeds on: if the current best (the highest mean) is better than it in a one-sided paired comparison
     on the same documents and seeds (a t test: the documents' paired bootstrap variance and the between-seed
-    variance pooled over the designs, with Welch-Satterthwaite's degrees of freedom), with Holm's step-down over every pair of the K designs still in (the best
-    is chosen by the data, so each of its tests is one of K(K-1)/2 it could have made) at level
+    variance pooled over the designs, with Welch-Satterthwaite's degrees of freedom), with Holm's step-down over
+    every pair of the K designs still in (the best is chosen by the data, so each of its tests is one of K(K-1)/2
+    it could have made) at level
     alpha / (max_seeds - 1): Bonferroni over the looks the race can make, so the chance of ever dropping a design
     that is as good as the best stays under alpha however many looks it takes (bench/race.py measures it under
     the null).
@@ -246,17 +247,16 @@ def _welch(runs: dict[str, list[DocStats]], best: str, metric: str, level: float
     """Each rival's (SE of best − it, degrees of freedom): the documents' paired bootstrap variance D and the pooled
     seed variance S over `dof` degrees of freedom, SE² = D + S (1/n_best + 1/n_it), Welch-Satterthwaite's
     (D + s)² / (s² / dof) for s = S (1/n_best + 1/n_it) (D is known to many documents' precision)."""
-    reps = sig.replicates(runs, resamples=resamples, seeds_too=False)
+    rivals = [d for d in runs if d != best]
     variance, dof = sig.seed_variance(runs)
+    if not dof:  # no design with two seeds yet: the seed part is unknown, so nothing is separated
+        return {d: (math.inf, 1.0) for d in rivals}
+    reps = sig.replicates(runs, resamples=resamples, seeds_too=False)
     found = {}
-    for d in runs:
-        if d != best:
-            docs = float((reps[best][metric] - reps[d][metric]).var(ddof=1))
-            seeds = variance.get(metric, 0.0) * (1 / len(runs[best]) + 1 / len(runs[d]))
-            if not dof:  # no design with two seeds yet: the seed part is unknown, so nothing is separated
-                found[d] = (math.inf, 1.0)
-            else:
-                found[d] = (math.sqrt(docs + seeds), (docs + seeds) ** 2 / (seeds ** 2 / dof) if seeds > 0 else math.inf)
+    for d in rivals:
+        docs = float((reps[best][metric] - reps[d][metric]).var(ddof=1))
+        seeds = variance.get(metric, 0.0) * (1 / len(runs[best]) + 1 / len(runs[d]))
+        found[d] = (math.sqrt(docs + seeds), (docs + seeds) ** 2 / (seeds ** 2 / dof) if seeds > 0 else math.inf)
     return found
 
 
