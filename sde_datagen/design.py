@@ -61,6 +61,12 @@ class Design:
     def loss_on_prompt(self) -> bool:
         return self.input == "mi"
 
+    @property
+    def goes_out_of_domain(self) -> bool:
+        """Whether it can be evaluated on other targets than it was trained on: only its instruction names them
+        (a No-Inst design cannot know the out-of-domain targets)."""
+        return self.placement != "none"
+
     def problems(self, family: str | None = None) -> list[str]:
         """Why this combination makes no sense (for a task family, when given); empty when valid."""
         found = family_of(family).design_problems(self.format) if family else []

@@ -106,7 +106,7 @@ class Plan:
     def eval_tasks(self, design: str) -> tuple[str, ...]:
         """The lm-eval tasks `design` is evaluated on: all of them, but only the in-domain one (the first) for a
         No-Inst design, which cannot know the out-of-domain targets (sde_tasks refuses it there)."""
-        return self.lm_eval_tasks[:1] if Design.from_id(design).placement == "none" else self.lm_eval_tasks
+        return self.lm_eval_tasks if Design.from_id(design).goes_out_of_domain else self.lm_eval_tasks[:1]
 
     def include_path(self, root: Path) -> str | None:
         """The lm-eval task folder of a user's task; None for the built-in task pack."""

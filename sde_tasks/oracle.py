@@ -73,7 +73,7 @@ def oracle_items(task: OracleTask, design: Design, records: Sequence[GoldRecord]
 def designs_of(task: OracleTask, designs: str) -> list[Design]:
     """The designs the task accepts (no No-Inst out of domain)."""
     return [d for d in resolve_designs(designs) if not d.problems(task.spec.family)
-            and not (task.out_of_domain and d.placement == "none")]
+            and (d.goes_out_of_domain or not task.out_of_domain)]
 
 
 def oracle_rows(tasks: Sequence[OracleTask], designs: str = "grid") -> Iterator[dict]:

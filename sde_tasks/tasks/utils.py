@@ -64,7 +64,7 @@ def build_docs(spec: TaskSpec, task: str, domain: str | None, splits: Mapping[st
     """
     index = check_metadata(metadata, instruction)
     chosen = resolve_design(str(design), spec.family)
-    if out_of_domain and chosen.placement == "none":
+    if out_of_domain and not chosen.goes_out_of_domain:
         raise UserError(
             f"design {chosen.id} has no instruction (No-Inst): without one a model cannot know the "
             "out-of-domain targets, so an out-of-domain task needs an Inst-first or Inst-last design")
