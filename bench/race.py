@@ -2,9 +2,10 @@
 
 Compute is counted in measured hours: a cell's training, plus its evaluation scaled by the share of the test
 documents evaluated (a staged race evaluates a new cell on the first FIRST_DOCS documents, the rest only for designs
-still in after a look on them). Each race is run on the same cells four ways: with the test of the races planned
-before the welch test (the seed variance widened as if it were the whole SE: the baseline), as `sde study race` runs
-a new race today (the welch test, unstaged), and staged in two forms.
+still in after a look on them). Each race is run on the same cells five ways: as the races planned before the welch
+test and the futility stop ran (the seed variance widened as if it were the whole SE, no futility stop: the
+baseline), with the welch test alone, as `sde study race` runs a new race today (the welch test and the futility
+stop, unstaged), and so staged in two forms.
 
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
@@ -36,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sde_study.plan import WELCH, WIDENED, Plan, read_plan  # noqa: E402
+from sde_study.plan import FUTILITY, WELCH, WIDENED, Plan, read_plan  # noqa: E402
 from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
                             decide)
 from sde_study.summary import summarise  # noqa: E402
@@ -77,12 +78,15 @@ def replay(study: Path, plan: Plan) -> list[dict]:
     return found
 
 
-def variants(total_docs: int) -> dict[str, tuple[Stages | None, str]]:
-    """The races compared on the same cells, (stages, test): as `sde study race` runs a new race today (the welch
-    test, unstaged), as races planned before the welch test ran (the baseline), and staged in its two forms."""
-    return {"unstaged-widened": (None, WIDENED), "unstaged": (None, WELCH),
-            "staged-each-rung": (Stages(FIRST_DOCS, total_docs, every_rung=True), WELCH),
-            "staged-finalists": (Stages(FIRST_DOCS, total_docs, every_rung=False), WELCH)}
+def variants(total_docs: int) -> dict[str, tuple[Stages | None, dict]]:
+    """The races compared on the same cells, (stages, race settings): as races planned before the welch test and the
+    futility stop ran (the baseline), with the welch test alone, as `sde study race` runs a new race today (the welch
+    test and the futility stop, unstaged), and staged in its two forms."""
+    today = {"test": WELCH, "futility": FUTILITY}
+    return {"unstaged-widened": (None, {"test": WIDENED, "futility": 0.0}),
+            "unstaged-no-futility": (None, {"test": WELCH, "futility": 0.0}), "unstaged": (None, today),
+            "staged-each-rung": (Stages(FIRST_DOCS, total_docs, every_rung=True), today),
+            "staged-finalists": (Stages(FIRST_DOCS, total_docs, every_rung=False), today)}
 
 
 def committed_race(study: Path, plan: Plan) -> dict:
@@ -99,8 +103,8 @@ def committed_race(study: Path, plan: Plan) -> dict:
     total = max(c.stats.n_docs for c in folder.cells.values() if c.stats is not None)
     grid_hours = len(plan.designs) * plan.race.max_seeds * sum(mean) / 3600
     found = {}
-    for name, (stages, test) in variants(total).items():
-        again, had = raced(folder.cells, list(plan.designs), replace(plan.race, test=test), folder.metric, stages)
+    for name, (stages, race) in variants(total).items():
+        again, had = raced(folder.cells, list(plan.designs), replace(plan.race, **race), folder.metric, stages)
         lacking = sorted(key for key, c in had.items() if c.unusable and key not in folder.cells)
         spent = hours(had, times, total) + len(lacking) * (mean[0] + mean[1] * (stages.first_docs / total if stages
                                                                                  else 1)) / 3600
@@ -143,7 +147,8 @@ def hours(cells: dict[tuple[str, int], Cell], times: dict[tuple[str, int], tuple
 
 def trained(state, cells: dict) -> int:
     """Cells of the grid the race consumed (its stand-ins for cells the grid lacks not counted)."""
-    return sum(1 for look in state.looks for d in look.survivors if cells[(d, look.rung)].stats is not None)
+    seeds = {d: max(look.seeds.get(d, 0) for look in state.looks) for d in state.designs} if state.looks else {}
+    return sum(1 for d, n in seeds.items() for s in range(n) if cells[(d, s)].stats is not None)
 
 
 def source_parameters(source: Path) -> tuple[np.ndarray, float, list[float], float, tuple[float, float]]:
@@ -182,7 +187,7 @@ def simulated_run(rng: np.random.Generator, gold: np.ndarray, fp_rate: float, ra
 
 def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_rate: float, seed_sd: float,
              times: tuple[float, float], settings: RaceSettings,
-             variants: dict[str, tuple[Stages | None, str]]) -> dict[str, dict]:
+             variants: dict[str, tuple[Stages | None, dict]]) -> dict[str, dict]:
     """One race of len(means) designs in each variant (staged or not), on the same cells: the share of the grid's
     cells and measured hours each used, whether the true best is among its finalists, how many designs it
     eliminated."""
@@ -193,8 +198,8 @@ def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_
             for d, r in zip(designs, rates) for s in range(SEEDS)}
     cost = dict.fromkeys(grid, times)
     found = {}
-    for name, (stages, test) in variants.items():
-        state, had = raced(grid, designs, replace(settings, test=test), "f1", stages)
+    for name, (stages, race) in variants.items():
+        state, had = raced(grid, designs, replace(settings, **race), "f1", stages)
         finalists = {key: c for key, c in had.items() if key[0] in state.survivors}
         share = stages.first_docs / len(gold) if stages else 1.0
         floor = hours(finalists, cost, len(gold)) + (len(designs) - len(state.survivors)) * 2 * (

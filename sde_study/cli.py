@@ -35,6 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "training + evaluation time (default: no budget)")
     race.add_argument("--delta", type=float, default=0.0, help="differences smaller than this are ties: the race "
                       "stops when every survivor lies within +-delta of the best (default 0: never)")
+    race.add_argument("--futility", type=float, help="stop when no design still in could be separated from the best "
+                      "by the last seed, even at this upper confidence bound of its gap; 0: never (default 0.5 for a "
+                      "new race; a rerun keeps its race's)")
     race.add_argument("--rule", choices=RULES, default=PAPER, help="the scoring rule it eliminates by (default "
                       "paper; the report gives the verdict under both)")
     race.set_defaults(handler=_race)
@@ -219,11 +222,14 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError(f"--budget-hours {args.budget_hours}: give a number of hours more than 0")
     if not 0 <= args.delta < math.inf:
         raise UserError(f"--delta {args.delta}: give a margin of 0 or more")
+    if args.futility is not None and not 0 <= args.futility < 1:
+        raise UserError(f"--futility {args.futility}: give a confidence from 0 (off) to below 1")
     args.seeds = list(range(args.max_seeds))
     root: Path = args.out
     options = executor_options(args)
     slurm = options.check()
-    plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule))
+    futility = {} if args.futility is None else {"futility": args.futility}
+    plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule, **futility))
     state, rows, outcome = run(root, plan, lambda todo: execute(root, todo, options, slurm))
     print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
           f"finalists: {', '.join(state.survivors)}")

@@ -33,19 +33,22 @@ CELL_SETTINGS = ("model", "dataset", "config", "output", "seed", "chat_template"
 EXTENDABLE = ("designs", "seeds", "analysis")
 WELCH, WIDENED = "welch", "widened"  # a race's tests; a plan whose race names none was planned with `widened`
 RACE_TESTS = (WELCH, WIDENED)
+FUTILITY = 0.5  # a new race's futility stop (sde_study.race.compare_with_best); races planned before it read 0: off
 
 
 @dataclass(frozen=True)
 class RaceSettings:
     """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
-    it eliminates by, and its test (sde_study.race.compare_with_best: `welch`, or `widened` for races planned before
-    it, which keep the test their looks were made with)."""
+    it eliminates by, its test (sde_study.race.compare_with_best: `welch`, or `widened` for races planned before
+    it) and its futility stop (the confidence of the bound it judges a gap by; 0: off, as in races planned before
+    it). A race keeps the test and futility stop its looks were made with."""
 
     max_seeds: int = 5
     budget_hours: float | None = None
     delta: float = 0.0
     rule: str = PAPER
     test: str = WELCH
+    futility: float = FUTILITY
     alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
 
     def look_level(self, looks_per_rung: int = 1) -> float:
@@ -54,7 +57,8 @@ class RaceSettings:
         return self.alpha / (max(1, self.max_seeds - 1) * looks_per_rung)
 
     def words(self) -> str:
-        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}, test {self.test}"
+        return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}, test {self.test}, "
+                f"futility {self.futility}"
                 + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
 
 
@@ -165,11 +169,15 @@ class Plan:
             raise UserError(f"{source}: not a study plan (expected a mapping)")
         race = data.get("race")
         if isinstance(race, dict):
-            data = {**data, "race": typed(RaceSettings, {"test": WIDENED, **race}, source, UserError, "race.")}
+            planned_before = {"test": WIDENED, "futility": 0.0}  # what a race planned before these settings ran with
+            data = {**data, "race": typed(RaceSettings, {**planned_before, **race}, source, UserError, "race.")}
             for name, allowed in (("rule", RULES), ("test", RACE_TESTS)):
                 if getattr(data["race"], name) not in allowed:
                     raise UserError(f"{source}: field 'race.{name}': expected {' or '.join(allowed)}, got "
                                     f"{shown(race[name])}")
+            if not 0 <= data["race"].futility < 1:
+                raise UserError(f"{source}: field 'race.futility': expected a confidence from 0 (off) to below 1, "
+                                f"got {shown(race['futility'])}")
         vllm = data.get("vllm")
         if isinstance(vllm, dict):
             data = {**data, "vllm": typed(VLLMSettings, vllm, source, UserError, "vllm.")}
@@ -245,9 +253,9 @@ def differences(old: Plan, new: Plan) -> list[str]:
 def merge(old: Plan, new: Plan, extend: bool) -> Plan:
     """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work. A race's
     settings (rule, delta, budget) follow the command: they train nothing, and the race decides again from its cells;
-    its test stays the one it was planned with."""
+    its test and futility stop stay the ones it was planned with."""
     if old.race is not None and new.race is not None:
-        race = replace(new.race, test=old.race.test)
+        race = replace(new.race, test=old.race.test, futility=old.race.futility)
         old, new = replace(old, race=race), replace(new, race=race)
     changed = differences(old, new)
     if not changed:

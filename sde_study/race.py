@@ -2,7 +2,8 @@
 
 The algorithm (irace's racing, with successive halving's rungs and a Bonferroni split over planned looks):
 
-- Rung 0: every design is trained with one seed. Each later rung adds one seed to every surviving design.
+- Rung 0: every design is trained with one seed. Each later rung adds one seed to every surviving design but the
+  paused ones (below).
 - After each rung, a design leaves only
   - with one seed: if a cell of it collapsed (one answer to >= 90% of the documents), or failed the same way twice
     (a failed cell is trained again by the next run: preemption, a lost node or a missing path say nothing of a
@@ -21,9 +22,15 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
   rest, on all of them, alpha split over both looks; or every look reads the first documents. The finalists are
   always evaluated on every document.
 - The current best never leaves, and at least two designs survive until the race is decided.
+- The futility stop: a rival that could not be separated from the best by the last seed (hopeless: even at the
+  upper `futility` confidence bound of its gap, the gap would reach the look's critical value at most half the
+  time with `max_seeds` seeds of both) stays in but is paused: the next rung trains no seed of it. Each look judges
+  it again with the seeds it has (the best may move away from it). Pausing never drops a design; it spends the
+  seeds on the rivals a seed can still separate.
 - It stops when the best is separated from every rival ("separated"), when every survivor's difference from the
-  best lies within +-delta with the same confidence ("tie set"), when the seeds run out ("seeds exhausted"), or
-  when the next rung would pass the budget ("budget").
+  best lies within +-delta with the same confidence ("tie set"), when every rival still in is hopeless
+  ("inseparable"), when the seeds run out ("seeds exhausted"), or when the next rung would pass the budget
+  ("budget").
 
 Everything is decided from the cells' results and per-document statistics alone (`decide` is a pure function),
 so a race folder committed without its adapters continues on another machine, and a race is replayed exactly.
@@ -33,8 +40,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from scipy.stats import norm
 from scipy.stats import t as student
 
 from sde_study.folder import tuned_key
@@ -44,6 +52,7 @@ from sde_tasks.rules import PAPER, STRICT
 from sde_tasks.docstats import DocStats
 
 SEPARATED, TIE_SET, SEEDS_EXHAUSTED, BUDGET = "separated", "tie set", "seeds exhausted", "budget"
+INSEPARABLE = "inseparable"
 NONE_LEFT = "no design left (every one collapsed, failed twice the same way or has a cell without statistics)"
 ONE_LEFT = "one design left (every other one collapsed, failed twice the same way or has a cell without statistics)"
 
@@ -87,6 +96,8 @@ class Look:
     cells: int  # cells trained so far
     hours: float  # their measured compute
     docs: int | None = None  # the documents compared (None: every document of the test set)
+    seeds: dict[str, int] = field(default_factory=dict)  # seeds of each design compared
+    paused: tuple[str, ...] = ()  # still in, but hopeless (the futility stop): no seed at the next rung
 
 
 @dataclass
@@ -131,37 +142,41 @@ def decide(cells: dict[tuple[str, int], Cell], designs: list[str], settings: Rac
     if stages is not None and stages.first_docs >= stages.total_docs:
         stages = None
     level = settings.look_level(stages.looks_per_rung if stages else 1)
+    seeds, paused = dict.fromkeys(designs, 0), ()  # seeds each design has had; designs the last look paused
     for rung in range(settings.max_seeds):
-        missing = [(d, rung) for d in state.survivors if (d, rung) not in cells or cells[(d, rung)].to_retry]
+        growing = [d for d in state.survivors if d not in paused]
+        missing = [(d, seeds[d]) for d in growing if (d, seeds[d]) not in cells or cells[(d, seeds[d])].to_retry]
         if missing:
             if over_budget(cells, len(missing), settings):
                 state.decided = BUDGET
             else:
                 state.next_cells = missing
             return state
+        seeds.update({d: seeds[d] + 1 for d in growing})
         looks = stages.docs(rung) if stages else [None]
         for i, docs in enumerate(looks):
             if stages and docs is None:
-                state.next_rest = _incomplete(cells, state.survivors, rung, stages)
+                state.next_rest = _incomplete(cells, state.survivors, seeds, stages)
                 if state.next_rest:
                     return state  # the survivors' cells need the other documents before the look on all of them
-            look = _look(cells, state, rung, metric, resamples, docs, level)
+            final_docs = docs is None or not stages.every_rung  # the documents the race's last look reads
+            look = _look(cells, state, rung, metric, resamples, docs, level, seeds, final_docs)
             state.looks.append(look)
-            state.survivors = [d for d in look.survivors if d not in look.left]
+            state.survivors, paused = [d for d in look.survivors if d not in look.left], look.paused
             if state.decided is None and len(state.survivors) <= 1:
                 state.decided = ONE_LEFT if state.survivors else NONE_LEFT
             if state.decided is None and rung == settings.max_seeds - 1 and i == len(looks) - 1:
                 state.decided = SEEDS_EXHAUSTED
             if state.decided:
-                state.next_rest = _incomplete(cells, state.survivors, rung, stages) if stages else []
+                state.next_rest = _incomplete(cells, state.survivors, seeds, stages) if stages else []
                 return state
     return state
 
 
-def _incomplete(cells: dict[tuple[str, int], Cell], designs: list[str], rung: int,
+def _incomplete(cells: dict[tuple[str, int], Cell], designs: list[str], seeds: dict[str, int],
                 stages: Stages) -> list[tuple[str, int]]:
-    """The designs' cells up to `rung` not yet evaluated on every document."""
-    return [(d, s) for d in designs for s in range(rung + 1)
+    """The designs' cells not yet evaluated on every document."""
+    return [(d, s) for d in designs for s in range(seeds[d])
             if cells[(d, s)].stats is not None and cells[(d, s)].stats.n_docs < stages.total_docs]
 
 
@@ -176,13 +191,15 @@ def over_budget(cells: dict[tuple[str, int], Cell], n_next: int, settings: RaceS
 
 
 def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metric: str, resamples: int,
-          docs: int | None, level: float) -> Look:
-    """One rung's decision on the first `docs` documents, or all (see the module's docstring); sets state.decided
-    when the race is over."""
+          docs: int | None, level: float, seeds: dict[str, int], final_docs: bool = True) -> Look:
+    """One rung's decision on the first `docs` documents, or all, each design with the `seeds` it has had (see the
+    module's docstring); sets state.decided when the race is over. The futility stop judges only looks on the
+    documents the last look reads."""
     settings, survivors = state.settings, list(state.survivors)
     left: dict[str, str] = {}
+    paused: tuple[str, ...] = ()
     for d in survivors:
-        mine = [cells[(d, s)] for s in range(rung + 1)]
+        mine = [cells[(d, s)] for s in range(seeds[d])]
         out = next((why for c in mine if (why := c.out_of_the_race())), "")
         if out:
             left[d] = out
@@ -190,38 +207,61 @@ def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metri
             left[d] = "collapsed"
     alive = [d for d in survivors if d not in left]
     first = range(docs) if docs is not None else None
-    runs = {d: [_docs(cells[(d, s)].stats, first).under(settings.rule) for s in range(rung + 1)] for d in alive}
+    runs = {d: [_docs(cells[(d, s)].stats, first).under(settings.rule) for s in range(seeds[d])] for d in alive}
     means = {d: statistics.fmean(r.corpus()[metric] for r in group) for d, group in runs.items()}
     best = sig.best_and_ties(means, None, metric)[0] if alive else ""  # the highest mean (lowest, for a loss)
     if rung >= 1 and len(alive) > 1:
-        verdicts = compare_with_best(runs, best, metric, level, settings.delta, resamples, settings.test)
-        separated = {d: words for d, (words, apart, _) in verdicts.items() if apart}
+        # the futility stop projects the welch test's SE (a widened SE is widened for the seeds it has now)
+        futility = settings.futility if final_docs and settings.test == WELCH else 0.0
+        verdicts = compare_with_best(runs, best, metric, level, settings.delta, resamples, settings.test,
+                                     futility, settings.max_seeds)
+        separated = {d: v.words for d, v in verdicts.items() if v.separated}
         if len(separated) == len(verdicts):
             state.decided = SEPARATED
-        elif settings.delta > 0 and all(within for _, _, within in verdicts.values()):
+        elif settings.delta > 0 and all(v.within for v in verdicts.values()):
             state.decided = TIE_SET
+        elif futility and all(v.separated or v.hopeless for v in verdicts.values()):
+            state.decided = INSEPARABLE
         left.update(separated)
-    so_far = [c for (_, seed), c in cells.items() if seed <= rung]  # this rung and the ones before it, no later ones
-    return Look(rung, tuple(survivors), best, means, left, len(so_far), sum(c.seconds for c in so_far) / 3600, docs)
+        paused = tuple(d for d, v in verdicts.items() if v.hopeless and not v.separated)
+    so_far = [cells[(d, s)] for d in state.designs for s in range(seeds[d])]  # up to this rung, no later ones
+    return Look(rung, tuple(survivors), best, means, left, len(so_far), sum(c.seconds for c in so_far) / 3600, docs,
+                {d: seeds[d] for d in survivors}, paused)
 
 
 def _docs(stats: DocStats, first: range | None) -> DocStats:
     return stats if first is None else stats.subset(first)
 
 
+class Verdict(NamedTuple):
+    """A rival against the best at one look."""
+
+    words: str
+    separated: bool  # worse than the best: it leaves
+    within: bool  # its gap lies within +-delta
+    hopeless: bool  # the futility stop: the last seed could not separate it (see compare_with_best)
+
+
 def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, level: float, delta: float,
-                      resamples: int, test: str = WELCH) -> dict[str, tuple[str, bool, bool]]:
-    """Each rival against the best, paired: (in words, separated, within +-delta), Holm's step-down at the look's
-    `level` over every pair of designs: the best is chosen by the data, so its test against a rival is one of the
-    K(K-1)/2 pairwise tests the look could have made (Holm over the K-1 rivals alone lets the winner's curse through:
-    bench/race.py measured 13.5% false eliminations under the null at alpha 0.05 that way).
+                      resamples: int, test: str = WELCH, futility: float = 0.0,
+                      max_seeds: int = 0) -> dict[str, Verdict]:
+    """Each rival against the best, paired, as a Verdict: Holm's step-down at the look's `level` over every pair of
+    designs: the best is chosen by the data, so its test against a rival is one of the K(K-1)/2 pairwise tests the
+    look could have made (Holm over the K-1 rivals alone lets the winner's curse through: bench/race.py measured
+    13.5% false eliminations under the null at alpha 0.05 that way).
 
     The test is one-sided (a rival leaves only for being worse than the best): t = Δ / SE, the SE's document part
     from the paired bootstrap of documents and its seed part from the between-seed variance pooled over the designs
     (`welch`: Student's t with the Welch-Satterthwaite degrees of freedom, so that the few seeds' uncertainty
     weighs as much as the seed part's share of the SE; `widened`, the races planned before it: the seed variance
     widened to Student's t as if it were the whole SE, then a normal tail, which costs power wherever the documents
-    add noise too). A level far below 1 / resamples is then still resolved, which a bootstrap p-value is not."""
+    add noise too). A level far below 1 / resamples is then still resolved, which a bootstrap p-value is not.
+
+    The futility stop (`futility` > 0): a rival is hopeless when even at the upper `futility` confidence bound of its
+    gap, diff + z SE, the expected statistic with `max_seeds` seeds of both designs stays under the critical value
+    of the least strict test it could then face (`level`, two designs left). The SE at the last seed is projected
+    as if all of it shrank with the seeds, which overstates how far more seeds can narrow it: the stop errs towards
+    racing on."""
     rivals = [d for d in runs if d != best]
     pairs = len(runs) * (len(runs) - 1) // 2
     strictest = level / pairs
@@ -233,13 +273,15 @@ def compare_with_best(runs: dict[str, list[DocStats]], best: str, metric: str, l
         p_values[d] = 1 - student.cdf(diff / se, dof) if se > 0 else (0.0 if diff > 0 else 1.0)
         margin = student.ppf(1 - strictest, dof) * se
         within = delta > 0 and diff + margin < delta and diff - margin > -delta
-        found[d] = [f"best − it = {diff:+.4f} (SE {se:.4f}, one-sided p {p_values[d]:.2g})", False, within]
+        at_last_seed = se * math.sqrt((2 / max_seeds) / (1 / len(runs[best]) + 1 / len(runs[d]))) if futility else 0
+        hopeless = bool(futility) and diff + norm.ppf(futility) * se < norm.ppf(1 - level) * at_last_seed
+        found[d] = [f"best − it = {diff:+.4f} (SE {se:.4f}, one-sided p {p_values[d]:.2g})", False, within, hopeless]
     for rank, d in enumerate(sorted(rivals, key=p_values.get)):  # Holm: stop at the first rival not rejected
         if p_values[d] >= level / (pairs - rank):
             break
         found[d][0] += f" < {level / (pairs - rank):.2g}"
         found[d][1] = True
-    return {d: (words, apart, within) for d, (words, apart, within) in found.items()}
+    return {d: Verdict(*verdict) for d, verdict in found.items()}
 
 
 def _welch(runs: dict[str, list[DocStats]], best: str, metric: str, level: float,
@@ -269,8 +311,8 @@ def _widened(runs: dict[str, list[DocStats]], best: str, metric: str, level: flo
 
 
 def cells_used(state: RaceState) -> int:
-    """The cells the race's looks consumed: each rung one seed of each design that entered it."""
-    return sum(len(look.survivors) for look in state.looks)
+    """The cells the race's looks consumed: the seeds each design had at its last look."""
+    return sum(max(look.seeds.get(d, 0) for look in state.looks) for d in state.designs) if state.looks else 0
 
 
 def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats], task: str,
@@ -362,15 +404,19 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
              "from two seeds on a design leaves when the best design is better than it in a "
              "paired comparison (documents and seeds); the best never leaves. The race stops when the best is "
              "separated from every rival, when the survivors lie within ±δ of it, when the seeds run out, or when "
-             "the budget would be passed.", "",
+             "the budget would be passed." + (
+                 f" The futility stop ({settings.futility}) pauses a rival the last seed could not separate from the "
+                 f"best even at the upper {settings.futility:.0%} bound of its gap: it stays in and gets no seed until "
+                 "a look finds it separable again; when every rival is paused the race stops (inseparable)."
+                 if settings.futility else ""), "",
              "| rung | designs in | seeds per design | documents | best (mean) | left, and why | cells so far "
              "| hours so far |", "|---|---|---|---|---|---|---|---|"]
     every = max((c.stats.n_docs for c in folder.cells.values() if c.stats is not None), default=0)
     for look in state.looks:
         left = "; ".join(f"`{short(d)}`: {why}" for d, why in look.left.items()) or "—"
         best = f"`{short(look.best)}` ({look.means[look.best]:.4f})" if look.best else "—"
-        lines.append(f"| {look.rung} | {len(look.survivors)} | {look.rung + 1} | {look.docs or every} | {best} "
-                     f"| {left} | {look.cells} | {look.hours:.2f} |")
+        lines.append(f"| {look.rung} | {len(look.survivors)} | {seeds_in_words(look, short)} | {look.docs or every} "
+                     f"| {best} | {left} | {look.cells} | {look.hours:.2f} |")
     lines += [""] + compute_lines(state, folder.rows, plan)
     lines += [f"**Decision** ({settings.rule} rule): "
               + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
@@ -386,6 +432,13 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
               "above carry the pooled between-seed variance, not their own, and their means are the means of the "
               "seeds they had.", ""]
     return lines
+
+
+def seeds_in_words(look: Look, short) -> str:
+    """The trace's seeds per design: one number when every design has as many, and the designs it pauses."""
+    counts = sorted(set(look.seeds.values()))
+    words = str(counts[0]) if len(counts) == 1 else ", ".join(f"`{short(d)}` {n}" for d, n in look.seeds.items())
+    return words + (f"; paused: {', '.join(f'`{short(d)}`' for d in look.paused)}" if look.paused else "")
 
 
 def compute_lines(state: RaceState, rows: list[dict[str, Any]], plan) -> list[str]:

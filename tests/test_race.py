@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sde_study.race import (BUDGET, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, Stages, cells_used,
-                            decide)
+from sde_study.race import (BUDGET, INSEPARABLE, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, Stages,
+                            cells_used, decide)
 from sde_tasks.docstats import EXTRACTION, DocStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,10 +47,32 @@ def test_one_seed_drops_only_collapsed_designs_and_the_best_stays() -> None:
     assert cells_used(state) == 3 + 2  # 3 designs at rung 0, 2 at rung 1: the grid's other 7 cells never trained
 
 
-def test_equal_designs_run_to_the_last_seed_and_stay() -> None:
-    cells = grid({"a": 0.5, "b": 0.5, "c": 0.5}, seeds=3)
-    state = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=3), "f1", resamples=1000)
+def test_equal_designs_stay_and_the_futility_stop_spares_the_seeds_that_could_not_separate_them() -> None:
+    """Without the futility stop equal designs run to the last seed; with it the race stops at the first look, every
+    design still in, while a design well behind but not yet separated keeps the race going until it leaves."""
+    cells = grid({"a": 0.5, "b": 0.5, "c": 0.5}, seeds=5)
+    state = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=5, futility=0.0), "f1", resamples=1000)
     assert state.decided == SEEDS_EXHAUSTED and sorted(state.survivors) == ["a", "b", "c"]
+    stopped = decide(cells, ["a", "b", "c"], RaceSettings(max_seeds=5), "f1", resamples=1000)
+    assert stopped.decided == INSEPARABLE and sorted(stopped.survivors) == ["a", "b", "c"] and len(stopped.looks) < 5
+    behind = grid({"good": 0.6, "mid": 0.55, "bad": 0.5}, seeds=4)
+    raced = decide(behind, ["good", "mid", "bad"], RaceSettings(max_seeds=4), "f1", resamples=1000)
+    off = decide(behind, ["good", "mid", "bad"], RaceSettings(max_seeds=4, futility=0.0), "f1", resamples=1000)
+    assert raced.looks == off.looks and raced.decided == off.decided  # never hopeless: it raced as without the stop
+    assert "bad" in raced.looks[2].left and len(raced.looks) == 4
+
+
+def test_a_hopeless_rival_is_paused_while_the_race_separates_the_others() -> None:
+    """Two equal designs and two behind: the twin the last seed could not separate gets no more seeds, the race goes
+    on until the designs behind leave, and stops with the same finalists as racing to the last seed, in fewer cells."""
+    cells = grid({"good": 0.6, "twin": 0.6, "mid": 0.53, "bad": 0.45}, seeds=5)
+    designs = ["good", "twin", "mid", "bad"]
+    paused = decide(cells, designs, RaceSettings(max_seeds=5), "f1", resamples=1000)
+    raced_out = decide(cells, designs, RaceSettings(max_seeds=5, futility=0.0), "f1", resamples=1000)
+    assert paused.decided == INSEPARABLE and raced_out.decided == SEEDS_EXHAUSTED
+    assert sorted(paused.survivors) == sorted(raced_out.survivors) == ["good", "twin"]
+    assert any(look.paused for look in paused.looks) and cells_used(paused) < cells_used(raced_out) == 15
+    assert {d for look in paused.looks for d in look.left} == {"mid", "bad"}
 
 
 def test_a_race_resumes_from_the_cells_it_has() -> None:
@@ -114,9 +136,10 @@ def test_a_failure_is_never_a_verdict_but_the_same_failure_twice_is() -> None:
 def test_budget_and_tie_stops() -> None:
     cells = grid({"a": 0.5, "b": 0.5}, seeds=4, seconds=1800.0)
     partial = {k: v for k, v in cells.items() if k[1] < 2}
-    state = decide(partial, ["a", "b"], RaceSettings(max_seeds=4, budget_hours=2.5), "f1", resamples=1000)
+    state = decide(partial, ["a", "b"], RaceSettings(max_seeds=4, budget_hours=2.5, futility=0.0), "f1",
+                   resamples=1000)
     assert state.decided == BUDGET and not state.next_cells  # 2 h spent, the next rung's 1 h would pass 2.5 h
-    tie = decide(cells, ["a", "b"], RaceSettings(max_seeds=4, delta=0.2), "f1", resamples=1000)
+    tie = decide(cells, ["a", "b"], RaceSettings(max_seeds=4, delta=0.2, futility=0.0), "f1", resamples=1000)
     assert tie.decided == TIE_SET and sorted(tie.survivors) == ["a", "b"] and len(tie.looks) == 2
 
 
@@ -134,9 +157,13 @@ def test_the_welch_test_separates_sooner_and_a_race_keeps_the_test_it_was_planne
     plan = {"model": "m", "task": "ner", "designs": ["es-sde", "ew-sde"], "seeds": [0], "race": {"max_seeds": 3}}
     planned_before = Plan.from_dict(plan, "study.yaml")
     assert planned_before.race.test == "widened"  # a committed race keeps its looks' test
-    assert merge(planned_before, replace(planned_before, race=RaceSettings(max_seeds=3)), False).race.test == "widened"
+    assert planned_before.race.futility == 0.0  # and no futility stop
+    kept = merge(planned_before, replace(planned_before, race=RaceSettings(max_seeds=3)), False).race
+    assert (kept.test, kept.futility) == ("widened", 0.0)
     with pytest.raises(UserError, match="study.yaml: field 'race.test': expected welch or widened, got 't'"):
         Plan.from_dict({**plan, "race": {"test": "t"}}, "study.yaml")
+    with pytest.raises(UserError, match="study.yaml: field 'race.futility': expected a confidence from 0"):
+        Plan.from_dict({**plan, "race": {"futility": 1.5}}, "study.yaml")
 
 
 def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
@@ -165,8 +192,9 @@ def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
 
 
 @pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--max-seeds", "1"), ("--delta", "-1"),
-                                        ("--budget-hours", "0"), ("--budget-hours", "nan"), ("--delta", "nan"), ("--designs", "es-sde"), ("--workers", "0"),
-                                        ("--slurm-time", "0"), ("--slurm-gpus-per-node", "-1"),
+                                        ("--budget-hours", "0"), ("--budget-hours", "nan"), ("--delta", "nan"),
+                                        ("--futility", "1"), ("--futility", "nan"), ("--designs", "es-sde"),
+                                        ("--workers", "0"), ("--slurm-time", "0"), ("--slurm-gpus-per-node", "-1"),
                                         ("--nproc-per-node", "0"), ("--designs", "no-such-design")])
 def test_race_flags_are_checked_before_anything_is_written(tiny_model_dir: Path, tmp_path: Path, flag: str,
                                                             value: str) -> None:
@@ -223,8 +251,8 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     # its rule changed on a rerun: the same cells raced again by the other rule, the report says so
     strict = subprocess.run([*args, "--rule", "strict"], capture_output=True, text=True, timeout=1800)
     assert strict.returncode == 0, strict.stderr[-2000:]
-    assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch -> max seeds 2, rule strict, "
-            "delta 0.0, test welch)") in strict.stdout
+    assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch, futility 0.5 -> max seeds 2, "
+            "rule strict, delta 0.0, test welch, futility 0.5)") in strict.stdout
     assert "rule: strict" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
     assert "test: welch" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
     assert "eliminating by the **strict** rule" in (tmp_path / "race" / "REPORT.md").read_text(encoding="utf-8")
