@@ -448,6 +448,16 @@ def compute_lines(state: RaceState, rows: list[dict[str, Any]], plan) -> list[st
     if not seconds:
         return []
     used, mean = sum(seconds) / 3600, statistics.fmean(seconds) / 3600
+    more = cells_to_finish(state) if state.decided in (BUDGET, INSEPARABLE) else 0
     return [f"Compute: {len(rows)} cells of the grid's {grid} ({len(rows) / grid:.0%}), {used:.2f} h of measured "
             f"training and evaluation, against {grid * mean:.2f} h for the whole grid at the mean cell time "
-            f"({mean * 60:.1f} min).", ""]
+            f"({mean * 60:.1f} min)." + (f" Racing the designs still in to {state.settings.max_seeds} seeds each "
+                                         f"would take {more} more cells, about {more * mean:.1f} h." if more else ""),
+            ""]
+
+
+def cells_to_finish(state: RaceState) -> int:
+    """The cells that would give every design still in the race's last seed (what continuing a race stopped by its
+    budget or its futility stop would cost)."""
+    had = state.looks[-1].seeds if state.looks else {}
+    return sum(state.settings.max_seeds - had.get(d, 0) for d in state.survivors)

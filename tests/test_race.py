@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sde_study.race import (BUDGET, INSEPARABLE, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, Stages,
-                            cells_used, decide)
+                            cells_to_finish, cells_used, decide)
 from sde_tasks.docstats import EXTRACTION, DocStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +73,7 @@ def test_a_hopeless_rival_is_paused_while_the_race_separates_the_others() -> Non
     assert sorted(paused.survivors) == sorted(raced_out.survivors) == ["good", "twin"]
     assert any(look.paused for look in paused.looks) and cells_used(paused) < cells_used(raced_out) == 15
     assert {d for look in paused.looks for d in look.left} == {"mid", "bad"}
+    assert cells_to_finish(paused) == 10 - sum(paused.looks[-1].seeds[d] for d in ("good", "twin"))
 
 
 def test_a_race_resumes_from_the_cells_it_has() -> None:
@@ -139,6 +140,7 @@ def test_budget_and_tie_stops() -> None:
     state = decide(partial, ["a", "b"], RaceSettings(max_seeds=4, budget_hours=2.5, futility=0.0), "f1",
                    resamples=1000)
     assert state.decided == BUDGET and not state.next_cells  # 2 h spent, the next rung's 1 h would pass 2.5 h
+    assert cells_to_finish(state) == 4  # seeds 2 and 3 of both
     tie = decide(cells, ["a", "b"], RaceSettings(max_seeds=4, delta=0.2, futility=0.0), "f1", resamples=1000)
     assert tie.decided == TIE_SET and sorted(tie.survivors) == ["a", "b"] and len(tie.looks) == 2
 
