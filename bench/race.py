@@ -50,7 +50,7 @@ SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"  # the simulation 
 STRICT_RACE = REPO / "docs" / "studies" / "ner-race-smollm2-strict"  # 10 designs, 500 sentences, its own cell times
 RACES, RESAMPLES, DESIGNS, SEEDS, SEED = 200, 500, 10, 5, 0
 FIRST_DOCS = 100  # a staged race's first look: the first 100 documents of every new cell
-HEADLINE = "staged-finalists"  # the variant the JSON line's top-level numbers are of
+HEADLINE = "unstaged"  # the JSON line's top-level numbers: the race `sde study race` runs (it does not stage yet)
 
 
 def replay(study: Path, plan: Plan) -> list[dict]:
