@@ -230,6 +230,9 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     slurm = options.check()
     futility = {} if args.futility is None else {"futility": args.futility}
     plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule, **futility))
+    if futility and plan.race.futility != args.futility:
+        print(f"{root}: --futility {args.futility} not taken: this race was planned with futility {plan.race.futility}, "
+              "and a race keeps it (its looks were made with it); a new --out races with yours", file=sys.stderr)
     state, rows, outcome = run(root, plan, lambda todo: execute(root, todo, options, slurm))
     print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
           f"finalists: {', '.join(state.survivors)}")

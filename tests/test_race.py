@@ -251,8 +251,10 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     assert resumed.returncode == 0 and "to train" not in resumed.stdout and "the race is decided" in resumed.stdout
     assert (tmp_path / "race" / "results.jsonl").read_text(encoding="utf-8") == rows
     # its rule changed on a rerun: the same cells raced again by the other rule, the report says so
-    strict = subprocess.run([*args, "--rule", "strict"], capture_output=True, text=True, timeout=1800)
+    strict = subprocess.run([*args, "--rule", "strict", "--futility", "0.2"], capture_output=True, text=True,
+                            timeout=1800)
     assert strict.returncode == 0, strict.stderr[-2000:]
+    assert "--futility 0.2 not taken: this race was planned with futility 0.5" in strict.stderr
     assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch, futility 0.5 -> max seeds 2, "
             "rule strict, delta 0.0, test welch, futility 0.5)") in strict.stdout
     assert "rule: strict" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
