@@ -9,7 +9,8 @@ stop, unstaged), and so staged in two forms.
 
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
-   of the grid's cells does it train? Every committed race is decided again from its own files, as it stands, and
+   of the grid's cells does it train? (Among the designs the grid ran at every seed: a study still growing has
+   designs with fewer.) Every committed race is decided again from its own files, as it stands, and
    raced again from its cells' per-document statistics: its hours against the grid's, and whether its best design
    stays among the finalists (a design whose next cell the committed race never trained has to leave).
 2. Simulation: races of 10 designs x up to 5 seeds whose scores are drawn like the committed one-factor study's
@@ -54,16 +55,19 @@ HEADLINE = "unstaged"  # the JSON line's top-level numbers: the race `sde study 
 
 
 def replay(study: Path, plan: Plan) -> list[dict]:
-    """The race on a committed study's cells, under each rule, against the grid's own recommendation."""
+    """The race on a committed study's cells, under each rule, against the grid's own recommendation, both among the
+    designs the grid ran at every seed."""
     rows = StudyFolder(study).read_rows()
     stats = StudyFolder(study).read_doc_stats()
     task = plan.lm_eval_tasks[0]
     rows = with_degeneracy(study, plan, rows)  # runaway and collapse from the logged samples, where kept
     cells = cells_from_rows(rows, stats, task)
     deepest = max(s for _, s in cells) if cells else 0
-    for design in plan.designs:  # a design the grid ran with fewer seeds than others leaves when the race needs one
-        for seed in range(deepest + 1):
-            cells.setdefault((design, seed), Cell(None, unusable="not in the committed grid"))
+    # the designs the grid ran at every seed (one still growing would leave the race for a cell the grid lacks)
+    full = [d for d in plan.designs if all((d, s) in cells for s in range(deepest + 1))]
+    plan = replace(plan, designs=full)
+    rows = [r for r in rows if r["kind"] != "tuned" or r["design"] in full]
+    cells = {key: cell for key, cell in cells.items() if key[0] in full}
     found = []
     for rule in RULES:
         summary = summarise(rows, plan, stats, None, rule)
