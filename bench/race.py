@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from sde_study.plan import FUTILITY, WELCH, WIDENED, Plan, read_plan  # noqa: E402
 from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
-                            decide)
+                            decide, seeds_had)
 from sde_study.summary import summarise  # noqa: E402
 from sde_study.folder import StudyFolder  # noqa: E402
 from sde_study.results import with_degeneracy  # noqa: E402
@@ -151,8 +151,7 @@ def hours(cells: dict[tuple[str, int], Cell], times: dict[tuple[str, int], tuple
 
 def trained(state, cells: dict) -> int:
     """Cells of the grid the race consumed (its stand-ins for cells the grid lacks not counted)."""
-    seeds = {d: max(look.seeds.get(d, 0) for look in state.looks) for d in state.designs} if state.looks else {}
-    return sum(1 for d, n in seeds.items() for s in range(n) if cells[(d, s)].stats is not None)
+    return sum(1 for d, n in seeds_had(state).items() for s in range(n) if cells[(d, s)].stats is not None)
 
 
 def source_parameters(source: Path) -> tuple[np.ndarray, float, list[float], float, tuple[float, float]]:

@@ -310,9 +310,14 @@ def _widened(runs: dict[str, list[DocStats]], best: str, metric: str, level: flo
     return {d: (float((reps[best][metric] - reps[d][metric]).std(ddof=1)), math.inf) for d in runs if d != best}
 
 
+def seeds_had(state: RaceState) -> dict[str, int]:
+    """The seeds each design had at its last look (0: none yet)."""
+    return {d: max((look.seeds.get(d, 0) for look in state.looks), default=0) for d in state.designs}
+
+
 def cells_used(state: RaceState) -> int:
-    """The cells the race's looks consumed: the seeds each design had at its last look."""
-    return sum(max(look.seeds.get(d, 0) for look in state.looks) for d in state.designs) if state.looks else 0
+    """The cells the race's looks consumed."""
+    return sum(seeds_had(state).values())
 
 
 def cells_from_rows(rows: list[dict[str, Any]], doc_stats: dict[tuple, DocStats], task: str,
