@@ -81,7 +81,7 @@ def worker(config: str, root: Path, model: str, task: str, design: str, eval_lim
                           "samples": trained["samples"], "loop_seconds": trained["train_seconds"]}
     item.folder(root).mkdir(parents=True, exist_ok=True)
     found, command = evaluate_cell(root, plan, item.design, engine, item.folder(root) / "adapter",
-                                   item.folder(root) / "eval")
+                                   item.folder(root) / "eval", plan.eval_limit)
     samples = read_run(found.logs)
     tok = engine.tokenizer
     phases["evaluation"] = {

@@ -1,11 +1,12 @@
 """`sde study race` against the full grid, without a model: replays and simulations of `sde_study.race.decide`.
 
 Compute is counted in measured hours: a cell's training, plus its evaluation scaled by the share of the test
-documents evaluated (a staged race evaluates a new cell on the first FIRST_DOCS documents, the rest only for designs
-still in after a look on them). Each race is run on the same cells five ways: as the races planned before the welch
-test and the futility stop ran (the seed variance widened as if it were the whole SE, no futility stop: the
-baseline), with the welch test alone, as `sde study race` runs a new race today (the welch test and the futility
-stop, unstaged), and so staged in two forms.
+documents evaluated (a staged race evaluates a new cell on the first FIRST_DOCS documents; a cell evaluated on all of
+them later is evaluated again from the first: its first stage counts twice). Each race is run on the same cells five
+ways: as the races planned before the welch test and the futility stop ran (the seed variance widened as if it were
+the whole SE, no futility stop: the baseline), with the welch test alone, with the futility stop too (unstaged), and
+staged in two forms: each rung looking at the first documents and then at all, or every look at the first documents
+and the finalists evaluated on all, as `sde study race` runs a new race today ("staged-finalists").
 
 1. Replay: every committed grid study (docs/studies/**/study.yaml), its cells taken in seed order as if they
    arrived one by one, under both scoring rules: does the race keep the grid's recommended design, and how many
@@ -38,9 +39,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sde_study.plan import FUTILITY, WELCH, WIDENED, Plan, read_plan  # noqa: E402
+from sde_study.plan import FIRST_DOCS, FUTILITY, WELCH, WIDENED, Plan, read_plan  # noqa: E402
 from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
-                            decide, seeds_had)
+                            decide, seeds_had, staged)
 from sde_study.summary import summarise  # noqa: E402
 from sde_study.folder import StudyFolder  # noqa: E402
 from sde_study.results import with_degeneracy  # noqa: E402
@@ -50,8 +51,7 @@ from sde_tasks.docstats import EXTRACTION, DocStats  # noqa: E402
 SOURCE = REPO / "docs" / "studies" / "ner-one-factor-smollm2"  # the simulation the bars read
 STRICT_RACE = REPO / "docs" / "studies" / "ner-race-smollm2-strict"  # 10 designs, 500 sentences, its own cell times
 RACES, RESAMPLES, DESIGNS, SEEDS, SEED = 200, 500, 10, 5, 0
-FIRST_DOCS = 100  # a staged race's first look: the first 100 documents of every new cell
-HEADLINE = "unstaged"  # the JSON line's top-level numbers: the race `sde study race` runs (it does not stage yet)
+HEADLINE = "staged-finalists"  # the JSON line's top-level numbers: the race a new `sde study race` runs
 
 
 def replay(study: Path, plan: Plan) -> list[dict]:
@@ -84,13 +84,13 @@ def replay(study: Path, plan: Plan) -> list[dict]:
 
 def variants(total_docs: int) -> dict[str, tuple[Stages | None, dict]]:
     """The races compared on the same cells, (stages, race settings): as races planned before the welch test and the
-    futility stop ran (the baseline), with the welch test alone, as `sde study race` runs a new race today (the welch
-    test and the futility stop, unstaged), and staged in its two forms."""
-    today = {"test": WELCH, "futility": FUTILITY}
+    futility stop ran (the baseline), with the welch test alone, with the futility stop too (unstaged), and staged in
+    its two forms (the second, "staged-finalists", as `sde study race` runs a new race)."""
+    today, stages = {"test": WELCH, "futility": FUTILITY}, staged(FIRST_DOCS, total_docs)
     return {"unstaged-widened": (None, {"test": WIDENED, "futility": 0.0}),
             "unstaged-no-futility": (None, {"test": WELCH, "futility": 0.0}), "unstaged": (None, today),
-            "staged-each-rung": (Stages(FIRST_DOCS, total_docs, every_rung=True), today),
-            "staged-finalists": (Stages(FIRST_DOCS, total_docs, every_rung=False), today)}
+            "staged-each-rung": (replace(stages, every_rung=True) if stages else None, today),
+            "staged-finalists": (stages, today)}
 
 
 def committed_race(study: Path, plan: Plan) -> dict:
@@ -108,9 +108,9 @@ def committed_race(study: Path, plan: Plan) -> dict:
     grid_hours = len(plan.designs) * plan.race.max_seeds * sum(mean) / 3600
     found = {}
     for name, (stages, race) in variants(total).items():
-        again, had = raced(folder.cells, list(plan.designs), replace(plan.race, **race), folder.metric, stages)
+        again, had, twice = raced(folder.cells, list(plan.designs), replace(plan.race, **race), folder.metric, stages)
         lacking = sorted(key for key, c in had.items() if c.unusable and key not in folder.cells)
-        spent = hours(had, times, total) + len(lacking) * (mean[0] + mean[1] * (stages.first_docs / total if stages
+        spent = hours(had, times, total, twice, stages) + len(lacking) * (mean[0] + mean[1] * (stages.first_docs / total if stages
                                                                                  else 1)) / 3600
         found[name] = {"decided": again.decided or "not decided", "finalists": again.survivors,
                        "cells": sum(c.stats is not None for c in had.values()) + len(lacking),
@@ -124,11 +124,12 @@ def committed_race(study: Path, plan: Plan) -> dict:
 
 
 def raced(grid: dict[tuple[str, int], Cell], designs: list[str], settings: RaceSettings, metric: str,
-          stages: Stages | None) -> tuple[RaceState, dict[tuple[str, int], Cell]]:
+          stages: Stages | None) -> tuple[RaceState, dict[tuple[str, int], Cell], set[tuple[str, int]]]:
     """The race as a study folder runs it, on cells taken from `grid`: a cell it asks for arrives evaluated on the
-    first documents (all of them, unstaged), and on the rest when it asks for them. Returns its state and the cells
-    it had, as evaluated."""
+    first documents (all of them, unstaged), and on all of them when it asks again. Returns its state, the cells it
+    had, as evaluated, and those it evaluated twice (first documents, then all)."""
     have: dict[tuple[str, int], Cell] = {}
+    twice: set[tuple[str, int]] = set()
     while True:
         state = decide(have, designs, settings, metric, RESAMPLES, stages)
         if state.next_cells:
@@ -138,14 +139,17 @@ def raced(grid: dict[tuple[str, int], Cell], designs: list[str], settings: RaceS
                 have[key] = replace(cell, stats=cell.stats.subset(range(stages.first_docs))) if first else cell
         elif state.next_rest:
             have.update({key: grid[key] for key in state.next_rest})
+            twice.update(state.next_rest)
         else:
-            return state, have
+            return state, have, twice
 
 
 def hours(cells: dict[tuple[str, int], Cell], times: dict[tuple[str, int], tuple[float, float]],
-          total_docs: int) -> float:
-    """Measured compute: each cell's training, plus its evaluation scaled by the share of documents evaluated."""
-    return sum(times[key][0] + times[key][1] * cell.stats.n_docs / total_docs
+          total_docs: int, twice: set[tuple[str, int]] = frozenset(), stages: Stages | None = None) -> float:
+    """Measured compute: each cell's training, plus its evaluation scaled by the share of documents evaluated (the
+    cells in `twice` evaluated on the first documents of `stages` before all of them)."""
+    first = stages.first_docs if stages else 0
+    return sum(times[key][0] + times[key][1] * (cell.stats.n_docs + (first if key in twice else 0)) / total_docs
                for key, cell in cells.items() if cell.stats is not None) / 3600
 
 
@@ -202,13 +206,13 @@ def simulate(rng: np.random.Generator, means: list[float], gold: np.ndarray, fp_
     cost = dict.fromkeys(grid, times)
     found = {}
     for name, (stages, race) in variants.items():
-        state, had = raced(grid, designs, replace(settings, **race), "f1", stages)
+        state, had, twice = raced(grid, designs, replace(settings, **race), "f1", stages)
         finalists = {key: c for key, c in had.items() if key[0] in state.survivors}
         share = stages.first_docs / len(gold) if stages else 1.0
-        floor = hours(finalists, cost, len(gold)) + (len(designs) - len(state.survivors)) * 2 * (
+        floor = hours(finalists, cost, len(gold), twice, stages) + (len(designs) - len(state.survivors)) * 2 * (
             times[0] + times[1] * share) / 3600
         found[name] = {"cells": sum(c.stats is not None for c in had.values()) / len(grid),
-                       "hours": hours(had, cost, len(gold)) / hours(grid, cost, len(gold)),
+                       "hours": hours(had, cost, len(gold), twice, stages) / hours(grid, cost, len(gold)),
                        "floor": floor / hours(grid, cost, len(gold)),
                        "best_kept": designs[int(np.argmax(means))] in state.survivors,
                        "eliminated": len(designs) - len(state.survivors)}

@@ -38,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     race.add_argument("--futility", type=float, help="stop when no design still in could be separated from the best "
                       "by the last seed, even at this upper confidence bound of its gap; 0: never (default 0.5 for a "
                       "new race; a rerun keeps its race's)")
+    race.add_argument("--first-docs", type=int, help="evaluate each new cell on the first N test documents, which "
+                      "every look reads, and the finalists' cells on all; 0: every cell on all (default 100 for a new "
+                      "race; a rerun keeps its race's)")
     race.add_argument("--rule", choices=RULES, default=PAPER, help="the scoring rule it eliminates by (default "
                       "paper; the report gives the verdict under both)")
     race.set_defaults(handler=_race)
@@ -228,11 +231,17 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     root: Path = args.out
     options = executor_options(args)
     slurm = options.check()
-    futility = {} if args.futility is None else {"futility": args.futility}
-    plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule, **futility))
-    if futility and plan.race.futility != args.futility:
-        print(f"{root}: --futility {args.futility} not taken: this race was planned with futility {plan.race.futility}, "
-              "and a race keeps it (its looks were made with it); a new --out races with yours", file=sys.stderr)
+    if args.first_docs is not None and args.first_docs < 0:
+        raise UserError(f"--first-docs {args.first_docs}: give a number of documents, or 0 (every cell on all)")
+    asked = {name: value for name, value in (("futility", args.futility), ("first_docs", args.first_docs))
+             if value is not None}
+    asked = {**asked, **({"first_docs": None} if asked.get("first_docs") == 0 else {})}
+    plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule, **asked))
+    for name, value in asked.items():
+        if getattr(plan.race, name) != value:
+            print(f"{root}: --{name.replace('_', '-')} {value if value is not None else 0} not taken: this race was "
+                  f"planned with {name.replace('_', ' ')} {getattr(plan.race, name)}, and a race keeps it (its looks "
+                  "were made with it); a new --out races with yours", file=sys.stderr)
     state, rows, outcome = run(root, plan, lambda todo: execute(root, todo, options, slurm))
     print(f"{root}: the race is {'decided: ' + state.decided if state.decided else 'not decided yet'}; "
           f"finalists: {', '.join(state.survivors)}")

@@ -34,14 +34,18 @@ EXTENDABLE = ("designs", "seeds", "analysis")
 WELCH, WIDENED = "welch", "widened"  # a race's tests; a plan whose race names none was planned with `widened`
 RACE_TESTS = (WELCH, WIDENED)
 FUTILITY = 0.5  # a new race's futility stop (sde_study.race.compare_with_best); races planned before it read 0: off
+FIRST_DOCS = 100  # a new race evaluates a new cell on the first 100 test documents, its finalists on all of them
+ALL_DOCS = ":all"  # the id suffix of a cell's evaluation on every test document (a staged race's finalists)
 
 
 @dataclass(frozen=True)
 class RaceSettings:
     """How a race runs (a race's plan holds them): seeds per design at most, compute budget, the tie margin, the rule
     it eliminates by, its test (sde_study.race.compare_with_best: `welch`, or `widened` for races planned before
-    it) and its futility stop (the confidence of the bound it judges a gap by; 0: off, as in races planned before
-    it). A race keeps the test and futility stop its looks were made with."""
+    it), its futility stop (the confidence of the bound it judges a gap by; 0: off, as in races planned before
+    it) and its staged evaluation (`first_docs`: the test documents a new cell is evaluated on, the finalists on
+    all; None: every cell on all, as in races planned before it). A race keeps the test, futility stop and stages
+    its looks were made with."""
 
     max_seeds: int = 5
     budget_hours: float | None = None
@@ -49,6 +53,7 @@ class RaceSettings:
     rule: str = PAPER
     test: str = WELCH
     futility: float = FUTILITY
+    first_docs: int | None = FIRST_DOCS
     alpha = sig.ALPHA  # not a setting: every race keeps alpha over all its looks
 
     def look_level(self, looks_per_rung: int = 1) -> float:
@@ -58,7 +63,7 @@ class RaceSettings:
 
     def words(self) -> str:
         return (f"max seeds {self.max_seeds}, rule {self.rule}, delta {self.delta}, test {self.test}, "
-                f"futility {self.futility}"
+                f"futility {self.futility}" + (f", first documents {self.first_docs}" if self.first_docs else "")
                 + (f", budget {self.budget_hours} h" if self.budget_hours else ""))
 
 
@@ -116,6 +121,19 @@ class Plan:
         """The lm-eval task folder of a user's task; None for the built-in task pack."""
         return str(root / TASKS_DIR) if self.task_spec else None
 
+    def test_size(self) -> int | None:
+        """How many documents the headline task's test split holds (None where it cannot be read)."""
+        path = self.data_folder / f"{self.resolved_task().spec().splits['test']}.jsonl"
+        try:
+            return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        except OSError:
+            return None
+
+    def evaluated_docs(self) -> int | None:
+        """How many test documents a cell is evaluated on (None where the test split cannot be read)."""
+        size = self.test_size()
+        return min(size, self.eval_limit) if size is not None and self.eval_limit is not None else size
+
     def design_objects(self) -> list[Design]:
         return [Design.from_id(d) for d in self.designs]
 
@@ -169,7 +187,7 @@ class Plan:
             raise UserError(f"{source}: not a study plan (expected a mapping)")
         race = data.get("race")
         if isinstance(race, dict):
-            planned_before = {"test": WIDENED, "futility": 0.0}  # what a race planned before these settings ran with
+            planned_before = {"test": WIDENED, "futility": 0.0, "first_docs": None}  # races before these settings
             data = {**data, "race": typed(RaceSettings, {**planned_before, **race}, source, UserError, "race.")}
             for name, allowed in (("rule", RULES), ("test", RACE_TESTS)):
                 if getattr(data["race"], name) not in allowed:
@@ -178,6 +196,9 @@ class Plan:
             if not 0 <= data["race"].futility < 1:
                 raise UserError(f"{source}: field 'race.futility': expected a confidence from 0 (off) to below 1, "
                                 f"got {shown(race['futility'])}")
+            if data["race"].first_docs is not None and data["race"].first_docs < 1:
+                raise UserError(f"{source}: field 'race.first_docs': expected a number of documents of 1 or more, or "
+                                f"null (every cell on every document), got {shown(race['first_docs'])}")
         vllm = data.get("vllm")
         if isinstance(vllm, dict):
             data = {**data, "vllm": typed(VLLMSettings, vllm, source, UserError, "vllm.")}
@@ -253,9 +274,9 @@ def differences(old: Plan, new: Plan) -> list[str]:
 def merge(old: Plan, new: Plan, extend: bool) -> Plan:
     """The plan to run on a folder holding `old`: the same plan, or with --extend one that only adds work. A race's
     settings (rule, delta, budget) follow the command: they train nothing, and the race decides again from its cells;
-    its test and futility stop stay the ones it was planned with."""
+    its test, futility stop and stages stay the ones it was planned with."""
     if old.race is not None and new.race is not None:
-        race = replace(new.race, test=old.race.test, futility=old.race.futility)
+        race = replace(new.race, test=old.race.test, futility=old.race.futility, first_docs=old.race.first_docs)
         old, new = replace(old, race=race), replace(new, race=race)
     changed = differences(old, new)
     if not changed:

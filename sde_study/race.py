@@ -16,11 +16,11 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
     alpha / (max_seeds - 1): Bonferroni over the looks the race can make, so the chance of ever dropping a design
     that is as good as the best stays under alpha however many looks it takes (bench/race.py measures it under
     the null).
-- Staged evaluation (`stages`, measured by bench/race.py; `sde study race` does not evaluate in stages yet): a new
-  cell is evaluated on the first documents only. Either each rung from the second on looks twice, on those
-  documents (a design far behind leaves without the rest being evaluated), then, once the survivors' cells have the
-  rest, on all of them, alpha split over both looks; or every look reads the first documents. The finalists are
-  always evaluated on every document.
+- Staged evaluation (`race.first_docs`, 100 for a new race, where that is at most a quarter of the test set): a new
+  cell is evaluated on the first documents of the test set only, and every look reads those; once the race is decided, its finalists' cells are evaluated on all
+  of them (the report compares the finalists there). A design that leaves never costs the rest of the test set.
+  (bench/race.py also measures the other form, `Stages.every_rung`: each rung from the second on looks twice, on
+  the first documents, then, once the survivors' cells have the rest, on all, alpha split over both looks.)
 - The current best never leaves, and at least two designs survive until the race is decided.
 - The futility stop: a rival that could not be separated from the best by the last seed (hopeless: even at the
   upper `futility` confidence bound of its gap, the gap would reach the look's critical value at most half the
@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from scipy.stats import norm
 from scipy.stats import t as student
 
 from sde_study.folder import tuned_key
-from sde_study.plan import WELCH, RaceSettings
+from sde_study.plan import ALL_DOCS, WELCH, Plan, RaceSettings
 from sde_tasks import significance as sig
 from sde_tasks.rules import PAPER, STRICT
 from sde_tasks.docstats import DocStats
@@ -134,10 +134,25 @@ class Stages:
         return 2 if self.every_rung else 1
 
 
+def staged(first_docs: int | None, total_docs: int | None) -> Stages | None:
+    """Staged evaluation where it can pay: a finalist's cell is evaluated again from its first document, so a first
+    stage of more than a quarter of the test set costs the finalists about what it spares the designs that leave
+    (bench/race.py: half of 200 documents spent 68.9% of the grid's hours against 67.8% unstaged). None: every cell
+    on every document."""
+    if first_docs is None or total_docs is None or 4 * first_docs > total_docs:
+        return None
+    return Stages(first_docs, total_docs, every_rung=False)
+
+
+def stages_of(plan: Plan) -> Stages | None:
+    """A race's staged evaluation (None: every cell on every document, as in races planned before it)."""
+    return staged(plan.race.first_docs if plan.race else None, plan.evaluated_docs())
+
+
 def decide(cells: dict[tuple[str, int], Cell], designs: list[str], settings: RaceSettings, metric: str,
            resamples: int = sig.RESAMPLES, stages: Stages | None = None) -> RaceState:
-    """Replay the race on the cells at hand: every look it has the data for, and what it needs next. With `stages`
-    it evaluates in stages (`sde study race` does not yet; bench/race.py measures it)."""
+    """Replay the race on the cells at hand: every look it has the data for, and what it needs next (`next_cells`
+    to train; with `stages`, `next_rest`: trained cells to evaluate on every document)."""
     state = RaceState(list(designs), settings, survivors=list(designs))
     if stages is not None and stages.first_docs >= stages.total_docs:
         stages = None
@@ -362,9 +377,8 @@ class Folder:
 
     def state(self, plan, rule: str | None = None) -> RaceState:
         """The race under the plan's own rule or `rule`: a folder committed without cells/ continues from it."""
-        from dataclasses import replace
-
-        return decide(self.cells, list(plan.designs), replace(plan.race, rule=rule or plan.race.rule), self.metric)
+        return decide(self.cells, list(plan.designs), replace(plan.race, rule=rule or plan.race.rule), self.metric,
+                      stages=stages_of(plan))
 
 
 def run(root, plan, execute) -> tuple[RaceState, list[dict[str, Any]], Any]:
@@ -375,15 +389,18 @@ def run(root, plan, execute) -> tuple[RaceState, list[dict[str, Any]], Any]:
     from sde_study.results import collect
     from sde_study.work import Outcome
 
-    outcome = Outcome()
+    outcome, asked = Outcome(), set()
     while True:
         rows = collect(root, plan)  # cells a killed race finished before it could collect them count
         state = Folder.of(root, plan, rows).state(plan)
-        todo = [f"{design}/seed-{seed}" for design, seed in state.next_cells]
-        if state.decided or not todo or outcome.failures or outcome.elsewhere:
-            return state, rows, outcome
+        todo = ([f"{design}/seed-{seed}" for design, seed in state.next_cells]
+                + [f"{design}/seed-{seed}{ALL_DOCS}" for design, seed in state.next_rest])
+        if not todo or set(todo) <= asked or outcome.failures or outcome.elsewhere:
+            return state, rows, outcome  # (asked before, in this run: what it gave did not change what the race has)
+        asked |= set(todo)
         print(f"{root}: race rung {max(s for _, s in state.next_cells)}: {len(todo)} cell(s) to train "
-              f"({', '.join(todo)})")
+              f"({', '.join(todo)})" if state.next_cells else
+              f"{root}: the race's finalists: {len(todo)} cell(s) to evaluate on every test document")
         step = execute(todo)
         outcome = outcome.add(step)
         if step.failures:
@@ -396,7 +413,7 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
     from sde_datagen.design import short_name as short
 
     folder = Folder.of(root, plan, rows)
-    state = folder.state(plan)
+    state, stages = folder.state(plan), stages_of(plan)
     settings = state.settings
     lines = ["## The race", "",
              f"`sde study race` with at most {settings.max_seeds} seeds per design, eliminating by the **{settings.rule}** "
@@ -413,7 +430,10 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
                  f" The futility stop ({settings.futility}) pauses a rival the last seed could not separate from the "
                  f"best even at the upper {settings.futility:.0%} bound of its gap: it stays in and gets no seed until "
                  "a look finds it separable again; when every rival is paused the race stops (inseparable)."
-                 if settings.futility else ""), "",
+                 if settings.futility else "") + (
+                 f" Staged evaluation: a new cell is evaluated on the first {stages.first_docs} of the "
+                 f"{stages.total_docs} test documents and every look reads those; the finalists' cells are then "
+                 "evaluated on all of them." if stages else ""), "",
              "| rung | designs in | seeds per design | documents | best (mean) | left, and why | cells so far "
              "| hours so far |", "|---|---|---|---|---|---|---|---|"]
     every = max((c.stats.n_docs for c in folder.cells.values() if c.stats is not None), default=0)
@@ -422,7 +442,7 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
         best = f"`{short(look.best)}` ({look.means[look.best]:.4f})" if look.best else "—"
         lines.append(f"| {look.rung} | {len(look.survivors)} | {seeds_in_words(look, short)} | {look.docs or every} "
                      f"| {best} | {left} | {look.cells} | {look.hours:.2f} |")
-    lines += [""] + compute_lines(state, folder.rows, plan)
+    lines += [""] + compute_lines(state, folder.rows, plan) + finalist_lines(root, plan, state, folder, stages)
     lines += [f"**Decision** ({settings.rule} rule): "
               + (f"{state.decided}; finalists: {', '.join(f'`{short(d)}`' for d in state.survivors)}."
                  if state.decided else f"not decided yet; still in: {', '.join(f'`{short(d)}`' for d in state.survivors)}"
@@ -437,6 +457,28 @@ def race_lines(root, plan, rows: list[dict[str, Any]]) -> list[str]:
               "above carry the pooled between-seed variance, not their own, and their means are the means of the "
               "seeds they had.", ""]
     return lines
+
+
+def finalist_lines(root, plan, state: RaceState, folder: Folder, stages: Stages | None) -> list[str]:
+    """A staged race's finalists compared on every document (the looks, and the tables above, read the first ones)."""
+    from sde_datagen.design import short_name as short
+    from sde_study.folder import StudyFolder
+    from sde_study.summary import summarise
+
+    finalists = [r for r in folder.rows if r["design"] in state.survivors]
+    if stages is None or len(state.survivors) < 2 or any(
+            folder.cells[(r["design"], r["seed"])].stats.n_docs < stages.total_docs for r in finalists):
+        return []
+    found = summarise(finalists, replace(plan, designs=list(state.survivors)), StudyFolder(root).read_doc_stats(),
+                      None, state.settings.rule)
+    task = plan.lm_eval_tasks[0]
+    scores = [(d, found.scores[(d, task, found.metric)]) for d in state.survivors]
+    return [f"The finalists on all {stages.total_docs} documents ({state.settings.rule} rule, {found.metric}, 95% "
+            "intervals over documents and seeds): " + ", ".join(
+                f"`{short(d)}` {score.value:.4f} [{score.ci[0]:.4f}, {score.ci[1]:.4f}]" for d, score in scores)
+            + f"; the best there: `{short(found.best)}`"
+            + (f", the data do not tell it from {', '.join(f'`{short(d)}`' for d in found.tied)}" if found.tied else "")
+            + ".", ""]
 
 
 def seeds_in_words(look: Look, short) -> str:

@@ -257,7 +257,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
         from sde_datagen.errors import UserError
 
         raise UserError(f"{root}: no finished cell yet (see `sde study status {root}`)")
-    doc_stats, size = StudyFolder(root).read_doc_stats(), test_set_size(plan)
+    doc_stats, size = StudyFolder(root).read_doc_stats(), plan.test_size()
     rows = with_degeneracy(root, plan, rows)
     summaries = {rule: summarise(rows, plan, doc_stats, size, rule) for rule in RULES}
     paper = summaries["paper"]
@@ -292,12 +292,3 @@ def command_lines(rows: list[dict]) -> list[str]:
     for (design, seed), command in cells.items():
         lines += [f"- `{short(design)}`, seed {seed}:", "", "  ```", f"  {command}", "  ```"]
     return lines + [""]
-
-
-def test_set_size(plan: Plan) -> int | None:
-    """How many documents the task's test split holds (None where it cannot be read)."""
-    path = plan.data_folder / f"{plan.resolved_task().spec().splits['test']}.jsonl"
-    try:
-        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    except OSError:
-        return None

@@ -43,8 +43,12 @@ def submit_study(root: Path, plan: Plan, board: Path, submitter: str | None, bas
     revision = base_revision(plan.model)
     lines = []
     for item in (i for i in plan.items() if i.kind == "cell"):
-        if not is_done(root, item):
+        if not is_done(root, plan, item):
             lines.append(f"{item.id}: skipped: not finished")
+            continue
+        if not is_done(root, plan, item, all_docs=True):
+            lines.append(f"{item.id}: refused: evaluated on the race's first {plan.race.first_docs} test documents only "
+                         "(a design it eliminated); the board accepts full test sets only")
             continue
         if plan.eval_limit is not None:
             lines.append(f"{item.id}: refused: evaluated on the first {plan.eval_limit} test documents "

@@ -139,15 +139,17 @@ def _findings(summary: Summary, task: str, reps: dict) -> list[Finding]:
 
 
 def design_runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:
-    """design -> its runs' per-document statistics, by seed; {} unless every row has them on the same documents."""
+    """design -> its runs' per-document statistics, by seed, on the first documents every run has (a staged race
+    evaluates the designs it eliminated on fewer: lm-eval's limit takes the first documents, so they are shared);
+    {} unless every row has them."""
     runs: dict[str, list] = {}
     for r in sorted(rows, key=lambda r: (r["design"], r["seed"])):
         stats = doc_stats.get(tuned_key(r["design"], r["seed"], r["task"]))
         if stats is None:
             return {}
         runs.setdefault(r["design"], []).append(stats)
-    sizes = {s.n_docs for group in runs.values() for s in group}
-    return runs if len(sizes) == 1 else {}
+    shared = min((s.n_docs for group in runs.values() for s in group), default=0)
+    return {d: [s if s.n_docs == shared else s.subset(range(shared)) for s in group] for d, group in runs.items()}
 
 
 def _effects(summary: Summary, task: str, reps: dict) -> list[Effect]:

@@ -22,21 +22,36 @@ from typing import Any, Iterator
 
 from sde_files import write_atomic
 from sde_study.folder import StudyFolder, stats_entry
-from sde_study.plan import ADAPTER, EVAL, LOCK, RESULT, STATE, TRAINED, Plan, WorkItem, require_plan
+from sde_study.plan import ADAPTER, ALL_DOCS, EVAL, LOCK, RESULT, STATE, TRAINED, Plan, WorkItem, require_plan
 
 
-
-def item_by_id(plan: Plan, item_id: str) -> WorkItem:
-    found = next((i for i in plan.items() if i.id == item_id), None)
+def item_by_id(plan: Plan, item_id: str) -> tuple[WorkItem, bool]:
+    """The work item an id names, and whether it asks for a cell's evaluation on every test document (a staged
+    race's finalist: `<design>/seed-<n>:all`)."""
+    base, all_docs = (item_id[:-len(ALL_DOCS)], True) if item_id.endswith(ALL_DOCS) else (item_id, False)
+    found = next((i for i in plan.items() if i.id == base and (i.kind == "cell" or not all_docs)), None)
     if found is None:
         from sde_datagen.errors import UserError
 
         raise UserError(f"no work item '{item_id}' in this study's plan (`sde study status` lists them)")
-    return found
+    return found, all_docs
 
 
-def is_done(root: Path, item: WorkItem) -> bool:
-    return (item.folder(root) / RESULT).is_file()
+def is_done(root: Path, plan: Plan, item: WorkItem, all_docs: bool = False) -> bool:
+    """Its result is there (and, asked for every document, holds every document's evaluation)."""
+    path = item.folder(root) / RESULT
+    if not path.is_file():
+        return False
+    return not all_docs or all(row.get("eval_limit") == plan.eval_limit
+                               for row in json.loads(path.read_text(encoding="utf-8"))["rows"])
+
+
+def cell_limit(plan: Plan, all_docs: bool) -> int | None:
+    """The test documents a cell is evaluated on: a staged race's first ones, else (and for its finalists) the plan's."""
+    from sde_study.race import stages_of
+
+    stages = None if all_docs else stages_of(plan)
+    return stages.first_docs if stages else plan.eval_limit
 
 
 @dataclass
@@ -60,25 +75,25 @@ def run_items(root: Path, item_ids: list[str], nproc_per_node: int = 1) -> Outco
     plan = require_plan(root)
     engine = make_engine(plan.engine, plan.model, plan.eval_batch_size, plan_lora_rank(plan), plan.vllm)
     outcome = Outcome()
-    for item in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
+    for item, all_docs in tqdm([item_by_id(plan, i) for i in item_ids], desc="study", unit="item", position=0):
         folder = item.folder(root)
         with claimed(folder) as mine:
             if not mine:
                 outcome.elsewhere.append(item.id)
-            elif not is_done(root, item):  # checked again under the lock: another worker may have just finished it
-                failure = run_item(root, plan, item, engine, nproc_per_node)
+            elif not is_done(root, plan, item, all_docs):  # again under the lock: another worker may have just done it
+                failure = run_item(root, plan, item, engine, nproc_per_node, all_docs)
                 if failure:
                     outcome.failures.append(failure)
     return outcome
 
 
-def run_item(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> str | None:
+def run_item(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int, all_docs: bool = False) -> str | None:
     """Run one item the caller holds the lock of: its result.json when it succeeds, else the failure in words."""
     folder = item.folder(root)
     errors = earlier_errors(folder)
     set_state(folder, "running", errors=errors)
     try:
-        rows, stats = (run_cell(root, plan, item, engine, nproc_per_node) if item.kind == "cell"
+        rows, stats = (run_cell(root, plan, item, engine, nproc_per_node, all_docs) if item.kind == "cell"
                        else run_signals(root, plan, item, engine))
     except Exception as err:  # recorded, shown by `sde study status`, retried by the next run
         message = f"{type(err).__name__}: {err}".strip().splitlines()[0]
@@ -169,17 +184,16 @@ def plan_lora_rank(plan: Plan) -> int:
     return int(plan.train.get("lora_r", TrainConfig.lora_r))
 
 
-def evaluate_cell(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path,
-             num_fewshot: int | None = None, signal: bool = False):
-    """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks, limit (the signals' for a
-    `signal`) and chat template, in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that
+def evaluate_cell(root: Path, plan: Plan, design: str, engine, adapter: Path | None, out: Path, limit: int | None,
+                  num_fewshot: int | None = None):
+    """lm-eval of the base model with `adapter` (None: untuned) on the plan's tasks and chat template, the first
+    `limit` test documents, in `design`'s prompts; returns the Evaluation and the `lm_eval` command line that
     reproduces it (run in `root`)."""
     from sde_study.engines import lm_eval_command
     from sde_study.evaluate import run_lm_eval
     from sde_train.threads import choose_threads
 
     choose_threads()  # the cores free now: $OMP_NUM_THREADS, else measured
-    limit = plan.signal_docs if signal else plan.eval_limit
     settings = dict(chat_template=plan.chat_template, limit=limit, num_fewshot=num_fewshot,
                     include_path=plan.include_path(root), max_gen_toks=plan.max_gen_toks)
     runaways = (plan.task_spec or plan.task, design)
@@ -198,8 +212,10 @@ def inside(path: Path, root: Path) -> Path:
     return path.relative_to(root) if path.is_relative_to(root) else path
 
 
-def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int) -> tuple[list[dict], list[dict]]:
-    """Train (or resume) and evaluate one cell: its results rows and their per-document statistics."""
+def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int,
+             all_docs: bool = False) -> tuple[list[dict], list[dict]]:
+    """Train (or resume) and evaluate one cell: its results rows and their per-document statistics. A staged race's
+    cell is evaluated on its first documents; `all_docs` evaluates it again on all (its evaluation seconds add up)."""
     folder = item.folder(root)
     trained_file = folder / TRAINED
     if not trained_file.is_file():
@@ -207,14 +223,26 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
         kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
-    found, command = evaluate_cell(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL)
+    earlier = first_stage_seconds(folder) if all_docs else 0.0
+    limit = cell_limit(plan, all_docs)
+    found, command = evaluate_cell(root, plan, item.design, engine, folder / ADAPTER, folder / EVAL, limit)
     StudyFolder(root).keep_samples(item.design, item.seed, found.logs)
-    rows = [{**item.describe(), "task": task, **metrics, "eval_limit": plan.eval_limit,
+    rows = [{**item.describe(), "task": task, **metrics, "eval_limit": limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
-             "train_seconds": trained["train_seconds"], "eval_seconds": found.seconds, "lm_eval_command": command,
+             "train_seconds": trained["train_seconds"], "eval_seconds": earlier + found.seconds,
+             "lm_eval_command": command,
              **(collapse_evidence(root, item, found.top_answers[task]) if metrics.get("collapsed") else {})}
             for task, metrics in found.scores.items()]
     return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
+
+
+def first_stage_seconds(folder: Path) -> float:
+    """The evaluation seconds a cell's result holds so far (its first stage, in a staged race)."""
+    try:
+        rows = json.loads((folder / RESULT).read_text(encoding="utf-8"))["rows"]
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    return float(rows[0].get("eval_seconds", 0.0)) if rows else 0.0
 
 
 def collapse_evidence(root: Path, item: WorkItem, top_answer: str) -> dict[str, Any]:
@@ -239,8 +267,8 @@ def run_signals(root: Path, plan: Plan, item: WorkItem, engine) -> tuple[list[di
     folder = item.folder(root)
     rows, stats = [], []
     for signal, shots in (("zero-shot", None), ("in-context", plan.icl_shots)):
-        found, command = evaluate_cell(root, plan, item.design, engine, None, folder / signal, num_fewshot=shots,
-                                  signal=True)
+        found, command = evaluate_cell(root, plan, item.design, engine, None, folder / signal, plan.signal_docs,
+                                       num_fewshot=shots)
         mine = [{**item.describe(), "signal": signal, "shots": shots or 0, "task": task, **metrics,
                  "eval_limit": plan.signal_docs, "eval_seconds": found.seconds, "lm_eval_command": command}
                 for task, metrics in found.scores.items()]

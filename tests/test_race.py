@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sde_study.race import (BUDGET, INSEPARABLE, SEEDS_EXHAUSTED, SEPARATED, TIE_SET, Cell, RaceSettings, Stages,
-                            cells_to_finish, cells_used, decide)
+                            cells_to_finish, cells_used, decide, staged)
 from sde_tasks.docstats import EXTRACTION, DocStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,14 @@ def staged_race(cells: dict[tuple[str, int], Cell], designs: list[str], stages: 
             have.update({k: cells[k] for k in state.next_rest})
         else:
             return state, have, asked_rest
+
+
+def test_a_race_stages_its_evaluation_only_where_it_can_pay() -> None:
+    """A finalist's cell is evaluated again from its first document: a first stage of more than a quarter of the
+    test set would cost the finalists what it spares the designs that leave."""
+    assert staged(100, 500) == Stages(100, 500, every_rung=False)
+    assert staged(100, 400) is not None and staged(100, 399) is None and staged(100, 200) is None
+    assert staged(None, 500) is None and staged(100, None) is None
 
 
 @pytest.mark.parametrize("every_rung", [True, False])
@@ -196,6 +204,7 @@ def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
 @pytest.mark.parametrize("flag,value", [("--max-seeds", "0"), ("--max-seeds", "1"), ("--delta", "-1"),
                                         ("--budget-hours", "0"), ("--budget-hours", "nan"), ("--delta", "nan"),
                                         ("--futility", "1"), ("--futility", "nan"), ("--designs", "es-sde"),
+                                        ("--first-docs", "-1"),
                                         ("--workers", "0"), ("--slurm-time", "0"), ("--slurm-gpus-per-node", "-1"),
                                         ("--nproc-per-node", "0"), ("--designs", "no-such-design")])
 def test_race_flags_are_checked_before_anything_is_written(tiny_model_dir: Path, tmp_path: Path, flag: str,
@@ -255,8 +264,8 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
                             timeout=1800)
     assert strict.returncode == 0, strict.stderr[-2000:]
     assert "--futility 0.2 not taken: this race was planned with futility 0.5" in strict.stderr
-    assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch, futility 0.5 -> max seeds 2, "
-            "rule strict, delta 0.0, test welch, futility 0.5)") in strict.stdout
+    assert ("the race's settings changed (max seeds 2, rule paper, delta 0.0, test welch, futility 0.5, first documents "
+            "100 -> max seeds 2, rule strict, delta 0.0, test welch, futility 0.5, first documents 100)") in strict.stdout
     assert "rule: strict" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
     assert "test: welch" in (tmp_path / "race" / "study.yaml").read_text(encoding="utf-8")
     assert "eliminating by the **strict** rule" in (tmp_path / "race" / "REPORT.md").read_text(encoding="utf-8")
@@ -271,6 +280,45 @@ def test_a_race_on_the_tiny_model_runs_rung_by_rung_through_the_job_array_path(t
     status = subprocess.run([sys.executable, "-m", "sde_datagen.cli", "study", "status", str(tmp_path / "race")],
                             capture_output=True, text=True, timeout=600)
     assert status.returncode == 0 and "done" in status.stdout
+
+
+def test_a_staged_race_evaluates_new_cells_on_the_first_documents_and_its_finalists_on_all(tiny_model_dir: Path,
+                                                                                          tmp_path: Path) -> None:
+    """`--first-docs 8` of 32: every cell is evaluated on 8 documents, the looks read those, and once the race is
+    decided its finalists' cells are evaluated again on all 32 (the printed lm_eval command is the last
+    evaluation's); the report says so; a rerun does nothing."""
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1.0e-2\nbatch_size: 4\nmax_length: 256\n", encoding="utf-8")
+    out = tmp_path / "race"
+    args = [sys.executable, "-m", "sde_datagen.cli", "study", "race", "--model", str(tiny_model_dir), "--task", "ner",
+            "--designs", "es-sde,ew-sde", "--max-seeds", "2", "--train-size", "16", "--max-steps", "30",
+            "--train-config", str(config), "--eval-limit", "32", "--first-docs", "8", "--max-gen-toks", "24",
+            "--engine", "hf", "--out", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "race rung 0: 2 cell(s) to train" in done.stdout and "the race is decided" in done.stdout
+    assert "first_docs: 8" in (out / "study.yaml").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    finalists = done.stdout.rsplit("finalists: ", 1)[1].splitlines()[0].split(", ")
+    cells = sum(row["design"] in finalists for row in rows)
+    assert cells and f"the race's finalists: {cells} cell(s) to evaluate on every test document" in done.stdout
+    for row in rows:
+        full = row["design"] in finalists
+        assert (row["n_docs"], row["eval_limit"]) == ((32, 32) if full else (8, 8)), row
+        assert f"--limit {32 if full else 8}" in row["lm_eval_command"]
+    report = (out / "REPORT.md").read_text(encoding="utf-8")
+    assert "Staged evaluation: a new cell is evaluated on the first 8 of the 32 test documents" in report
+    assert "| 0 | 2 | 1 | 8 |" in report  # the trace's documents: the first 8
+    assert ("The finalists on all 32 documents" in report) == (len(finalists) == 2)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0 and "to train" not in again.stdout and "to evaluate" not in again.stdout
+    assert [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()] == rows
+    from sde_study.plan import require_plan
+    from sde_study.work import is_done, item_by_id
+
+    plan = require_plan(out)
+    item, all_docs = item_by_id(plan, f"{rows[0]['design']}/seed-0:all")
+    assert all_docs and is_done(out, plan, item, all_docs) == (rows[0]["design"] in finalists)
 
 
 def test_local_workers_share_the_cores_unbound_and_keep_what_the_user_set() -> None:

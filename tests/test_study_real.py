@@ -40,7 +40,7 @@ def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_
     plan = require_plan(out)
     # transformers in this process: a vLLM engine changes the process that holds it (the study ran in its own)
     hf = HFEngine(plan.model, plan.eval_batch_size)
-    untuned = evaluate_cell(out, plan, tuned["design"], hf, None, tmp_path / "untuned")[0].scores["sde_ner"]
+    untuned = evaluate_cell(out, plan, tuned["design"], hf, None, tmp_path / "untuned", plan.eval_limit)[0].scores["sde_ner"]
     print(f"\nSmolLM2-135M-Instruct ({plan.engine}), NER ES-SDE, chat template, first {EVAL_LIMIT} test documents: format-error rate "
           f"untuned {untuned['format_error_rate']:.3f} (F1 {untuned['f1']:.3f}), tuned {STEPS} steps "
           f"{tuned['format_error_rate']:.3f} (F1 {tuned['f1']:.3f}, final loss {tuned['final_loss']:.3f}; "
@@ -50,7 +50,8 @@ def test_tuned_smollm2_makes_fewer_format_errors_than_the_untuned_model(smollm2_
 
     if plan.engine == "vllm":  # the tuned cell's documents through transformers + PEFT: the same strings
         cell = out / "cells" / tuned["design"] / "seed-0"
-        found, _ = evaluate_cell(out, plan, tuned["design"], hf, cell / "adapter", tmp_path / "hf-tuned")
+        found, _ = evaluate_cell(out, plan, tuned["design"], hf, cell / "adapter", tmp_path / "hf-tuned",
+                                 plan.eval_limit)
         theirs, ours = generated(found.logs), generated(cell / "eval")
         same = sum(same_generation(a, b) for a, b in zip(ours, theirs))
         print(f"tuned: vLLM and HF generate the same string for {same} of {len(ours)} documents")
