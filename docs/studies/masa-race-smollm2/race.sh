@@ -9,5 +9,5 @@ MODEL=${MODEL:-/work/runs/models/smollm2}
 HERE=docs/studies/masa-race-smollm2
 $PY -m sde_datagen.main study race --model "$MODEL" --task masa \
   --designs one-factor,es-sde,heuristic --max-seeds 5 --budget-hours 40 --train-size 300 \
-  --train-config docs/studies/masa-smollm2/train.yaml --chat-template --eval-limit 200 --max-gen-toks 640 \
+  --train-config docs/studies/masa-smollm2/train.yaml --chat-template --first-docs 100 --max-gen-toks 640 \
   --engine vllm --out $HERE "$@"
