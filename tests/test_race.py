@@ -111,6 +111,21 @@ def test_a_race_stages_its_evaluation_only_where_it_can_pay() -> None:
     assert staged(None, 500) is None and staged(100, None) is None
 
 
+def test_designs_a_staged_race_evaluated_on_fewer_documents_are_compared_on_the_shared_first_ones() -> None:
+    """A design that left has its first documents, a finalist all of them: the study's tables pair them on the
+    first documents (lm-eval's limit takes the first), not on nothing and not unpaired."""
+    from sde_study.folder import tuned_key
+    from sde_study.summary import design_runs
+
+    cells = grid({"left": 0.3, "finalist": 0.6}, seeds=2)
+    stats = {tuned_key(d, s, "sde_ner"): cell.stats.subset(range(60)) if d == "left" else cell.stats
+             for (d, s), cell in cells.items()}
+    rows = [{"design": d, "seed": s, "task": "sde_ner"} for d, s in cells]
+    runs = design_runs(rows, stats)
+    assert {s.n_docs for group in runs.values() for s in group} == {60}
+    assert np.array_equal(runs["finalist"][1].table, cells[("finalist", 1)].stats.table[:60])
+
+
 @pytest.mark.parametrize("every_rung", [True, False])
 def test_a_staged_race_evaluates_the_rest_only_for_designs_still_in(every_rung: bool) -> None:
     cells = grid({"good": 0.7, "close": 0.68, "bad": 0.1}, seeds=4)
