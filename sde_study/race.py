@@ -17,8 +17,9 @@ The algorithm (irace's racing, with successive halving's rungs and a Bonferroni 
     that is as good as the best stays under alpha however many looks it takes (bench/race.py measures it under
     the null).
 - Staged evaluation (`race.first_docs`, 100 for a new race, where that is at most a quarter of the test set): a new
-  cell is evaluated on the first documents of the test set only, and every look reads those; once the race is decided, its finalists' cells are evaluated on all
-  of them (the report compares the finalists there). A design that leaves never costs the rest of the test set.
+  cell is evaluated on the first documents of the test set only, and every look reads those; once the race is
+  decided, its finalists' cells are evaluated on all of them (the report compares the finalists there). A design
+  that leaves never costs the rest of the test set.
   (bench/race.py also measures the other form, `Stages.every_rung`: each rung from the second on looks twice, on
   the first documents, then, once the survivors' cells have the rest, on all, alpha split over both looks.)
 - The current best never leaves, and at least two designs survive until the race is decided.
