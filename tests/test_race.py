@@ -183,12 +183,16 @@ def test_the_welch_test_separates_sooner_and_a_race_keeps_the_test_it_was_planne
     planned_before = Plan.from_dict(plan, "study.yaml")
     assert planned_before.race.test == "widened"  # a committed race keeps its looks' test
     assert planned_before.race.futility == 0.0  # and no futility stop
+    assert planned_before.race.first_docs is None  # and every cell on every document
     kept = merge(planned_before, replace(planned_before, race=RaceSettings(max_seeds=3)), False).race
-    assert (kept.test, kept.futility) == ("widened", 0.0)
+    assert (kept.test, kept.futility, kept.first_docs) == ("widened", 0.0, None)
     with pytest.raises(UserError, match="study.yaml: field 'race.test': expected welch or widened, got 't'"):
         Plan.from_dict({**plan, "race": {"test": "t"}}, "study.yaml")
     with pytest.raises(UserError, match="study.yaml: field 'race.futility': expected a confidence from 0"):
         Plan.from_dict({**plan, "race": {"futility": 1.5}}, "study.yaml")
+    for bad in (0, -3, "100"):
+        with pytest.raises(UserError, match="study.yaml: field 'race.first_docs': expected "):
+            Plan.from_dict({**plan, "race": {"first_docs": bad}}, "study.yaml")
 
 
 def test_bench_race_keeps_its_error_rates_and_counts_hours() -> None:
