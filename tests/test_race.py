@@ -305,7 +305,7 @@ def test_a_staged_race_evaluates_new_cells_on_the_first_documents_and_its_finali
                                                                                           tmp_path: Path) -> None:
     """`--first-docs 8` of 32: every cell is evaluated on 8 documents, the looks read those, and once the race is
     decided its finalists' cells are evaluated again on all 32 (the printed lm_eval command is the last
-    evaluation's); the report says so; a rerun does nothing."""
+    evaluation's); the report says so; a rerun does nothing, and keeps the stages it was planned with."""
     config = tmp_path / "train.yaml"
     config.write_text("lr: 1.0e-2\nbatch_size: 4\nmax_length: 256\n", encoding="utf-8")
     out = tmp_path / "race"
@@ -329,8 +329,9 @@ def test_a_staged_race_evaluates_new_cells_on_the_first_documents_and_its_finali
     assert "Staged evaluation: a new cell is evaluated on the first 8 of the 32 test documents" in report
     assert "| 0 | 2 | 1 | 8 |" in report  # the trace's documents: the first 8
     assert ("The finalists on all 32 documents" in report) == (len(finalists) == 2)
-    again = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    again = subprocess.run(args + ["--first-docs", "0"], capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0 and "to train" not in again.stdout and "to evaluate" not in again.stdout
+    assert "--first-docs 0 not taken: this race was planned with first docs 8" in again.stderr  # it keeps its stages
     assert [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()] == rows
     from sde_study.plan import require_plan
     from sde_study.work import is_done, item_by_id
