@@ -33,7 +33,11 @@ def fmt_ci(score: Score | None) -> str:
 
 
 def header_lines(plan: Plan, summary: Summary) -> list[str]:
+    from sde_study.race import stages_of
+
     limit = f"first {plan.eval_limit} test documents" if plan.eval_limit else "full test sets"
+    if stages := stages_of(plan):
+        limit = f"first {stages.first_docs} test documents, the race's finalists on the {limit} (staged)"
     return [f"# Design study: {plan.task} on `{plan.model}`", "",
             f"{len(plan.designs)} designs x seeds {plan.seeds}; {plan.train_size} training samples; evaluation on the "
             f"{limit}; chat template: {'yes' if plan.chat_template else 'no'}; training settings: "

@@ -327,6 +327,7 @@ def test_a_staged_race_evaluates_new_cells_on_the_first_documents_and_its_finali
         assert f"--limit {32 if full else 8}" in row["lm_eval_command"]
     report = (out / "REPORT.md").read_text(encoding="utf-8")
     assert "Staged evaluation: a new cell is evaluated on the first 8 of the 32 test documents" in report
+    assert "evaluation on the first 8 test documents, the race's finalists on the first 32 test documents" in report
     assert "| 0 | 2 | 1 | 8 |" in report  # the trace's documents: the first 8
     assert ("The finalists on all 32 documents" in report) == (len(finalists) == 2)
     again = subprocess.run(args + ["--first-docs", "0"], capture_output=True, text=True, timeout=1800)
