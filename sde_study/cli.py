@@ -233,7 +233,7 @@ def _race(args: argparse.Namespace, extra: list[str]) -> int:
     slurm = options.check()
     if args.first_docs is not None and args.first_docs < 0:
         raise UserError(f"--first-docs {args.first_docs}: give a number of documents, or 0 (every cell on all)")
-    asked = {name: (value or None if name == "first_docs" else value)  # --first-docs 0: every cell on all
+    asked = {name: None if name == "first_docs" and value == 0 else value  # --first-docs 0: every cell on all
              for name, value in (("futility", args.futility), ("first_docs", args.first_docs)) if value is not None}
     plan = prepare(args, RaceSettings(args.max_seeds, args.budget_hours, args.delta, args.rule, **asked))
     for name, value in asked.items():

@@ -147,7 +147,9 @@ def staged(first_docs: int | None, total_docs: int | None) -> Stages | None:
 
 def stages_of(plan: Plan) -> Stages | None:
     """A race's staged evaluation (None: every cell on every document, as in races planned before it)."""
-    return staged(plan.race.first_docs if plan.race else None, plan.evaluated_docs())
+    if plan.race is None or plan.race.first_docs is None:
+        return None  # without reading the test split: every report and cell asks
+    return staged(plan.race.first_docs, plan.evaluated_docs())
 
 
 def decide(cells: dict[tuple[str, int], Cell], designs: list[str], settings: RaceSettings, metric: str,
