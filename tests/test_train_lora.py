@@ -5,9 +5,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from sde_train.lora import FusedLoraLinear, fuse_lora_layers, keep_mask
+from sde_train.lora import FusedLoraLinear, dropped, fuse_lora_layers, keep_mask
 
 
 class TwoLayers(nn.Module):
@@ -85,3 +86,20 @@ def test_keep_mask_rate(p):
     keep = keep_mask(torch.Size([400, 1000]), p, torch.device("cpu"))
     assert keep.dtype == torch.bool and keep.shape == (400, 1000)
     assert abs(keep.float().mean().item() - (1 - p)) < 0.005  # 400k draws: sd ~ 0.0006
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dropped_has_the_bits_of_where(dtype):
+    """The mask applied as a product gives the bits torch.where gave (adapters trained before it are reproduced),
+    in the LoRA input's matmul as well."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 96).to(dtype)
+    keep = keep_mask(x.shape, 0.1, x.device)
+    a = torch.randn(8, 96).to(dtype)
+    want = torch.where(keep, x, 0)
+    got = dropped(x, keep)
+    assert got.dtype == dtype
+    assert torch.equal(got, want)  # x where kept, zero (of either sign) where dropped
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    assert torch.equal(F.linear(got, a).view(bits), F.linear(want, a).view(bits))
+    assert dropped(x, None) is x
