@@ -108,8 +108,13 @@ def main() -> None:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sde-profile-"))
     data, model = prepare(work, args.model)
+    import torch
+
+    from sde_train.trainer import compute_dtype
+
+    dtype = compute_dtype("auto", torch.device("cpu")) or torch.float32  # config() keeps sde train's default
     print(f"base model: {args.model}; MASA {VARIANT}; {args.steps} steps x batch {args.batch_size}, "
-          f"max length {args.max_length}; cpu fp32", flush=True)
+          f"max length {args.max_length}; cpu, frozen weights in {str(dtype).removeprefix('torch.')}", flush=True)
     profiled = run_worker("sde", args, data, model, work, profile=True)
     total = profiled["total_us"]
     print(f"\nTop operators by self CPU time (forward + backward + optimizer; {total / 1e6:.1f} s profiled):\n")
