@@ -1,8 +1,10 @@
 """One real study cell on SmolLM2-135M-Instruct, timed by phase, with the kit's accelerations off and on.
 
 A cell as `sde study run` makes it (the kit's own export, engine, trainer and evaluation), twice in one run:
-- `plain`: the committed races' settings (vLLM's defaults: KV blocks of 128 tokens, no runaway stop);
-- `fast`: the kit's defaults for a new study (sde_study.engines.VLLMSettings), or the settings `--fast` names.
+- `plain`: the committed races' settings (vLLM's defaults: KV blocks of 128 tokens, no runaway stop) on glibc's
+  malloc, as they ran;
+- `fast`: the kit's defaults for a new study (sde_study.engines.VLLMSettings), or the settings `--fast` names, under
+  tcmalloc where it is installed, as the `sde` command runs them (sde_files/allocator.py).
 Each configuration runs in a fresh worker process (vLLM binds its threads and its caches when its engine starts,
 so one process cannot start a second engine as the first one started), one after the other, on the same data,
 seed and adapter settings. Training is deterministic, so both evaluate the same adapter weights.
@@ -141,16 +143,22 @@ def run_cells(args: argparse.Namespace, work: Path, model: Path, limit: int | No
 
     limits = [cpu_limits(threads)]
     results = {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # both workers alike, whatever is free when each starts
+    from sde_files.allocator import SWITCH, environment_with_tcmalloc
+
+    # both workers alike but for the allocator, whatever is free when each starts
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | {"OMP_NUM_THREADS": str(threads)}
+    envs = {"plain": env | {SWITCH: "0"}, "fast": environment_with_tcmalloc(env) or env}
     for config in CONFIGS:
         cmd = [sys.executable, __file__, "--worker", config, "--root", str(work / config), "--model", str(model),
                "--task", args.task, "--design", args.design, "--fast", args.fast] + (
                    ["--eval-limit", str(limit)] if limit else [])
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=envs[config])
         if done.returncode:
             sys.exit(f"the {config} cell failed (exit status {done.returncode}); its error is above")
         results[config] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{config}: {sum(p['seconds'] for p in results[config]['phases'].values()):.0f} s", flush=True)
+        results[config]["allocator"] = "tcmalloc" if "LD_PRELOAD" in envs[config] else "glibc malloc"
+        print(f"{config}: {sum(p['seconds'] for p in results[config]['phases'].values()):.0f} s "
+              f"({results[config]['allocator']})", flush=True)
     limits.append(cpu_limits(threads))
     return results, {name: max(m[name] for m in limits) for name in limits[0]}
 
@@ -187,7 +195,8 @@ def report(args: argparse.Namespace, model: Path, limit: int | None, threads: in
     from sde_tasks.significance import compare_runs
 
     metric = plan_for("plain", str(model), args.task, args.design, limit).resolved_task().family.primary
-    print(f"fast: {fast_settings(args.fast)}")
+    print(f"fast: {fast_settings(args.fast)}; allocators: plain {results['plain']['allocator']}, fast "
+          f"{results['fast']['allocator']}")
     print(f"\nlimits at {threads} thread(s): " + ", ".join(f"{n} {v / 1e9:,.0f} GFLOP/s" for n, v in limit_of.items()))
     totals = phase_table(results, model, limit_of)
     plain_out, fast_out = (dict((d, t) for d, t in results[c]["outputs"]) for c in CONFIGS)
@@ -204,6 +213,7 @@ def report(args: argparse.Namespace, model: Path, limit: int | None, threads: in
     headline = next(iter(diffs))
     print(json.dumps({
         "task": args.task, "design": args.design, "threads": threads, "fast": str(fast_settings(args.fast)),
+        "allocator": {c: results[c]["allocator"] for c in CONFIGS},
         "speedup_vs_plain": round(totals["plain"] / totals["fast"], 3),
         "eval_speedup": round(results["plain"]["phases"]["evaluation"]["seconds"]
                               / results["fast"]["phases"]["evaluation"]["seconds"], 3),

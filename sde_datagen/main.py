@@ -11,10 +11,14 @@ import sys
 from importlib.metadata import entry_points
 
 from sde_datagen.errors import UserError
+from sde_files.allocator import restart_with_tcmalloc
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; a user's mistake, Ctrl-C or a closed pipe ends it with one line, no traceback."""
+    """Run one subcommand; a user's mistake, Ctrl-C or a closed pipe ends it with one line, no traceback.
+    From the command line (argv None) it first starts itself again under tcmalloc (sde_files/allocator.py)."""
+    if argv is None:
+        restart_with_tcmalloc()
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser = argparse.ArgumentParser(prog="sde", description="Sample Design Engineering toolkit")
