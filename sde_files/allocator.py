@@ -37,8 +37,10 @@ def preloaded() -> bool:
 
 def environment_with_tcmalloc(env: dict[str, str]) -> dict[str, str] | None:
     """`env` with tcmalloc preloaded, or None where it is turned off, missing, or already in LD_PRELOAD."""
+    if env.get(SWITCH, "1") == "0":
+        return None  # before the library search: it runs ldconfig, start-up work that `sde` need not do then
     library = tcmalloc_library()
-    if env.get(SWITCH, "1") == "0" or library is None or library in env.get("LD_PRELOAD", ""):
+    if library is None or library in env.get("LD_PRELOAD", ""):
         return None
     preload = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
     return {**env, "LD_PRELOAD": preload, TRIED: "1"}
