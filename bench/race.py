@@ -40,8 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sde_study.plan import FIRST_DOCS, FUTILITY, WELCH, WIDENED, Plan, read_plan  # noqa: E402
-from sde_study.race import (Cell, Folder, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
+from sde_study.race import (Cell, RaceSettings, RaceState, Stages, cells_from_rows, cells_used,  # noqa: E402
                             decide, seeds_had, staged)
+from sde_study.race_folder import Folder  # noqa: E402
 from sde_study.summary import summarise  # noqa: E402
 from sde_study.folder import StudyFolder  # noqa: E402
 from sde_study.results import with_degeneracy  # noqa: E402

@@ -215,9 +215,10 @@ def conclude(root: Path, plan, rows: list[dict], outcome) -> int:
 
 
 def _race(args: argparse.Namespace, extra: list[str]) -> int:
-    """Check the race's flags, then run it (sde_study.race.run) and say where it stands."""
+    """Check the race's flags, then run it (sde_study.race_folder.run) and say where it stands."""
     from sde_study.executors import execute
-    from sde_study.race import RaceSettings, run
+    from sde_study.plan import RaceSettings
+    from sde_study.race_folder import run
 
     if args.max_seeds < 2:
         raise UserError("--max-seeds must be at least 2 (a race compares designs from their second seed on)")

@@ -274,7 +274,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
     if paper.effects:
         plot_effects(summaries, plots / "effects.png")
     if plan.race:
-        from sde_study.race import race_lines
+        from sde_study.race_folder import race_lines
 
         lines += race_lines(root, plan, rows)
     if plan.analysis:
