@@ -83,9 +83,14 @@ def runaway_cell(rows: list[dict], design: str, task: str) -> str:
 
 
 def seed_note(summary: Summary) -> list[str]:
-    """Which designs have fewer seeds than the others: their seed noise is borrowed, not measured."""
+    """Which designs have fewer seeds than the others: their seed noise is borrowed, not measured; with one seed
+    each there is none to borrow, and every interval and verdict is over documents alone."""
     counts = {d: len(v) for d, v in summary.losses.items()}
     most = max(counts.values(), default=0)
+    if most == 1:
+        return ["", "**One seed per design**: the seed noise is not measured, so every interval and verdict in this "
+                "report is over the test documents alone. They tell these adapters apart, not the designs: another "
+                "seed of the same design can differ as much (add seeds: `--seeds 0,1,2 --extend`)."]
     fewer = [f"`{short(d)}` ({n})" for d, n in counts.items() if n < most]
     if not fewer:
         return []

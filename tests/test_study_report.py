@@ -92,6 +92,21 @@ def test_power_line_states_the_seeds_measured_not_the_seeds_planned(tmp_path: Pa
                      r"(about [\d,]+ test documents|no number of test documents would,) at 2 seed\(s\)", report)
 
 
+def test_a_one_seed_study_says_its_intervals_leave_out_the_seed_noise(tmp_path: Path) -> None:
+    """With one seed per design there is no seed variance to pool: the report must not let a verdict read as one
+    about the designs."""
+    root = tmp_path / "study"
+    plan = write_study(root)
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    stats = (root / DOC_STATS_NAME).read_text(encoding="utf-8").splitlines()
+    keep = [i for i, r in enumerate(rows) if r["seed"] == 0]
+    (root / DOC_STATS_NAME).write_text("".join(stats[i] + "\n" for i in keep), encoding="utf-8")
+    one_seed = write_report(root, plan, [rows[i] for i in keep]).read_text(encoding="utf-8")
+    assert "**One seed per design**: the seed noise is not measured" in one_seed
+    write_study(root)
+    assert "One seed per design" not in write_report(root, plan, rows).read_text(encoding="utf-8")
+
+
 def test_report_checks_the_papers_directions(tmp_path: Path) -> None:
     """Each of the paper's findings the designs allow: the planted effects replicate one and reverse another."""
     root = tmp_path / "study"
