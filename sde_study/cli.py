@@ -256,7 +256,13 @@ def _status(args: argparse.Namespace, extra: list[str]) -> int:
     folder = study_folder(args)
     plan = require_plan(folder)
     queue, unreachable = queue_notes(folder)
-    print("\n".join(status_lines(folder, plan, queue)))
+    race, waiting = ([], None)
+    if plan.race:
+        from sde_study.race_folder import status
+
+        race, waiting = status(folder, plan)
+    summary, *items = status_lines(folder, plan, queue, waiting)
+    print("\n".join([summary, *race, *items]))
     if unreachable:
         print(f"sde study: {unreachable}", file=sys.stderr)
     return 0

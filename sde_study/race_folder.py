@@ -152,3 +152,32 @@ def compute_lines(state: RaceState, rows: list[dict[str, Any]], plan) -> list[st
             f"({mean * 60:.1f} min)." + (f" Racing the designs still in to {state.settings.max_seeds} seeds each "
                                          f"would take {more} more cells, about {more * mean:.1f} h." if more else ""),
             ""]
+
+
+def status(root, plan) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """`sde study status` on a race: where it stands and what the rest of its rung costs at the measured median cell
+    time; and the state of each cell it will not train now (a later rung's, or a design's that left)."""
+    rows = collect(root, plan)  # cells finished since the race last collected them count
+    folder = Folder.of(root, plan, rows)
+    state = folder.state(plan)
+    settings, looks = state.settings, state.looks
+    left = {d: why for look in looks for d, why in look.left.items()}
+    times = [c.seconds for c in folder.cells.values() if c.seconds > 0]
+    rung = max((s for _, s in state.next_cells), default=looks[-1].rung if looks else 0)
+    lines = [f"race: {settings.rule} rule, {folder.metric} on {plan.lm_eval_tasks[0]}; "
+             + (f"decided ({state.decided}); finalists: {', '.join(short(d) for d in state.survivors)}" if state.decided
+                else f"rung {rung} (each design's seed {rung}, of seeds 0-{settings.max_seeds - 1}); "
+                     f"{len(state.survivors)} design(s) in")
+             + (f"; out: {', '.join(f'{short(d)} ({why})' for d, why in left.items())}" if left else "")]
+    if state.next_cells:
+        hours = len(state.next_cells) * statistics.median(times) / 3600 if times else None
+        lines.append(f"race: {len(state.next_cells)} cell(s) of rung {rung} still to train"
+                     + (f", about {hours:.1f} h at the median cell time so far ({statistics.median(times) / 60:.1f} min)"
+                        if hours else "") + "; the race decides what follows from them")
+    if state.next_rest:
+        lines.append(f"race: {len(state.next_rest)} finalist cell(s) to evaluate on every test document")
+    now = {f"{d}/seed-{s}" for d, s in state.next_cells}
+    waiting = {item.id: ({"status": "left", "note": f"its design left the race: {left[item.design]}"}
+                         if item.design in left else {"status": "later", "note": "a later rung's, if the race needs it"})
+               for item in plan.items() if item.kind == "cell" and item.id not in now}
+    return lines, waiting

@@ -113,17 +113,22 @@ def with_degeneracy(root: Path, plan: Plan, rows: list[dict]) -> list[dict]:
     return done
 
 
-def status_lines(root: Path, plan: Plan, queue: dict[str, str] | None = None) -> list[str]:
-    """One line per item (its state, and where `queue` has it, its Slurm array task), after a summary line."""
+def status_lines(root: Path, plan: Plan, queue: dict[str, str] | None = None,
+                 waiting: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """One line per item (its state, and where `queue` has it, its Slurm array task), after a summary line.
+    `waiting`: the state of items that are not done but not to do yet either (a race's later seeds)."""
     counts: dict[str, int] = {}
     lines = []
     recorded = recorded_items(root)
     for item in plan.items():
         state = item_state(root, item, recorded)
+        if state["status"] == "to do" and item.id in (waiting or {}):
+            state = waiting[item.id]
         counts[state["status"]] = counts.get(state["status"], 0) + 1
         detail = state.get("error") or state.get("where") or state.get("note") or ""
         job = (queue or {}).get(item.id)
         lines.append(f"  {state['status']:<8} {item.id}" + (f"  ({detail})" if detail else "")
                      + (f"  [{job}]" if job else ""))
-    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "to do"))
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "to do")) + "".join(
+        f", {n} {s}" for s, n in counts.items() if s not in ("done", "running", "failed", "to do"))
     return [f"{root}: {plan.task}, {len(plan.designs)} design(s) x {len(plan.seeds)} seed(s): {summary}", *lines]

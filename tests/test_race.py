@@ -381,3 +381,34 @@ def test_a_slurm_task_not_confined_to_its_cpus_uses_only_its_share() -> None:
     assert allocation_share({}, 2) == {}
     assert allocation_share({"SLURM_CPUS_ON_NODE": "1", "OMP_NUM_THREADS": "2"}, 2) == {
         "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+@pytest.mark.parametrize("study", ["masa-race-smollm2", "ner-race-smollm2-strict"])
+def test_status_of_a_race_says_where_it_stands_and_which_cells_it_will_not_train(study: str, tmp_path: Path) -> None:
+    """A race trains only the cells it needs: `sde study status` gives its rung and what is left of it, and marks a
+    design that left, and a later rung's seeds, instead of calling the grid's every missing cell "to do"."""
+    import shutil
+
+    from sde_study.folder import StudyFolder
+    from sde_study.plan import read_plan
+    from sde_study.race_folder import Folder
+
+    folder = tmp_path / study
+    shutil.copytree(REPO / "docs" / "studies" / study, folder, ignore=shutil.ignore_patterns("samples", "plots"))
+    plan = read_plan(folder)
+    state = Folder.of(folder, plan, StudyFolder(folder).read_rows()).state(plan)
+    done = subprocess.run([sys.executable, "-m", "sde_datagen.main", "study", "status", str(folder)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    left = {d for look in state.looks for d in look.left}
+    assert left and lines[1].startswith(f"race: {plan.race.rule} rule")
+    for design in left:
+        assert any(line.split()[:2] == ["left", f"{design}/seed-{len(plan.seeds) - 1}"] for line in lines), design
+    to_do = {line.split()[2] for line in lines if line.startswith("  to do")}
+    assert to_do == {f"{d}/seed-{s}" for d, s in state.next_cells}
+    if state.decided:
+        assert f"decided ({state.decided})" in lines[1] and not to_do
+    else:
+        assert f"race: {len(state.next_cells)} cell(s) of rung" in done.stdout and to_do
+
