@@ -199,12 +199,15 @@ def _incomplete(cells: dict[tuple[str, int], Cell], designs: list[str], seeds: d
 
 def over_budget(cells: dict[tuple[str, int], Cell], n_next: int, settings: RaceSettings) -> bool:
     """Whether the next rung's cells (at the measured median cell time) would pass the budget."""
-    if settings.budget_hours is None:
+    if settings.budget_hours is None or (median := median_cell_seconds(cells)) is None:
         return False
+    return (sum(c.seconds for c in cells.values() if c.seconds > 0) + n_next * median) / 3600 > settings.budget_hours
+
+
+def median_cell_seconds(cells: dict[tuple[str, int], Cell]) -> float | None:
+    """The measured median cell time, what a race plans its next cells with (None before any cell has a time)."""
     times = [c.seconds for c in cells.values() if c.seconds > 0]
-    if not times:
-        return False
-    return (sum(times) + n_next * statistics.median(times)) / 3600 > settings.budget_hours
+    return statistics.median(times) if times else None
 
 
 def _look(cells: dict[tuple[str, int], Cell], state: RaceState, rung: int, metric: str, resamples: int,

@@ -10,7 +10,7 @@ from sde_datagen.design import short_name as short
 from sde_study.folder import StudyFolder
 from sde_study.plan import ALL_DOCS
 from sde_study.race import (BUDGET, INSEPARABLE, Cell, Look, RaceState, Stages, cells_from_rows,
-                            cells_to_finish, decide, stages_of)
+                            cells_to_finish, decide, median_cell_seconds, stages_of)
 from sde_study.results import collect, headline, item_state, recorded_items, with_degeneracy
 from sde_study.summary import summarise
 from sde_study.work import Outcome
@@ -162,7 +162,7 @@ def status(root, plan) -> tuple[list[str], dict[str, dict[str, str]]]:
     state = folder.state(plan)
     settings, looks = state.settings, state.looks
     left = {d: why for look in looks for d, why in look.left.items()}
-    times = [c.seconds for c in folder.cells.values() if c.seconds > 0]
+    median = median_cell_seconds(folder.cells)
     rung = max((s for _, s in state.next_cells), default=looks[-1].rung if looks else 0)
     lines = [f"race: {settings.rule} rule, {folder.metric} on {plan.lm_eval_tasks[0]}; "
              + (f"decided ({state.decided}); finalists: {', '.join(short(d) for d in state.survivors)}" if state.decided
@@ -170,10 +170,9 @@ def status(root, plan) -> tuple[list[str], dict[str, dict[str, str]]]:
                      f"{len(state.survivors)} design(s) in")
              + (f"; out: {', '.join(f'{short(d)} ({why})' for d, why in left.items())}" if left else "")]
     if state.next_cells:
-        hours = len(state.next_cells) * statistics.median(times) / 3600 if times else None
         lines.append(f"race: {len(state.next_cells)} cell(s) of rung {rung} still to train"
-                     + (f", about {hours:.1f} h at the median cell time so far ({statistics.median(times) / 60:.1f} min)"
-                        if hours else "") + "; the race decides what follows from them")
+                     + (f", about {len(state.next_cells) * median / 3600:.1f} h at the median cell time so far "
+                        f"({median / 60:.1f} min)" if median else "") + "; the race decides what follows from them")
     if state.next_rest:
         lines.append(f"race: {len(state.next_rest)} finalist cell(s) to evaluate on every test document")
     now = {f"{d}/seed-{s}" for d, s in state.next_cells}

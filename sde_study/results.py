@@ -129,6 +129,7 @@ def status_lines(root: Path, plan: Plan, queue: dict[str, str] | None = None,
         job = (queue or {}).get(item.id)
         lines.append(f"  {state['status']:<8} {item.id}" + (f"  ({detail})" if detail else "")
                      + (f"  [{job}]" if job else ""))
-    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "to do")) + "".join(
-        f", {n} {s}" for s, n in counts.items() if s not in ("done", "running", "failed", "to do"))
+    always = ("done", "running", "failed", "to do")
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in always) + "".join(
+        f", {n} {s}" for s, n in counts.items() if s not in always)
     return [f"{root}: {plan.task}, {len(plan.designs)} design(s) x {len(plan.seeds)} seed(s): {summary}", *lines]
