@@ -155,26 +155,33 @@ def agreement(paper: str, strict: str | None) -> str:
 
 
 def finding_lines(summaries: Summaries, transfer: bool) -> list[str]:
+    """The paper's directions, one table per task (MASA: in and out of domain), each under both rules."""
     paper, strict = summaries["paper"], summaries["strict"]
     if not paper.findings:
         return []
-    task, metric = paper.tasks[0], paper.metric
+    tasks = list(dict.fromkeys(f.task for f in paper.findings))
+    metric = paper.metric
     lines = ["## The paper's directions", "",
-             f"Each directional finding of the SDE paper whose two designs are in this study, on {task}: Δ{metric} = "
+             f"Each directional finding of the SDE paper whose two designs are in this study, on "
+             f"{' and on '.join(tasks)}: Δ{metric} = "
              "the first design minus the second, paired on the same test documents (and seeds); Holm p: adjusted over "
-             "the findings tested here, under each rule; at α 0.05 on the Holm p a finding is *replicated* (the "
-             "paper's direction), *reversed* (the other way) or *not distinguishable*."
-             + (" The paper's directions come from MASA: on this task they are a transfer test." if transfer else ""),
-             "", f"| the paper's finding | first design | second design | seeds | Δ{metric} paper [95% CI] | Holm p | "
-             "verdict | Δ{metric} strict [95% CI] | Holm p | verdict | both rules |".replace("{metric}", metric),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    theirs = {f.direction: f for f in strict.findings}
-    for f in paper.findings:
-        other = theirs.get(f.direction)
-        seeds = f"{len(paper.losses.get(f.direction.first, []))} vs {len(paper.losses.get(f.direction.second, []))}"
-        lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | {seeds} | "
-                     f"{finding_cells(f)} | {finding_cells(other)} | "
-                     f"{agreement(f.verdict, other.verdict if other else None)} |")
+             f"the findings tested here{' on each task' if len(tasks) > 1 else ''}, under each rule; at α 0.05 on the "
+             "Holm p a finding is *replicated* (the paper's direction), *reversed* (the other way) or *not "
+             "distinguishable*."
+             + (" The paper's directions come from MASA: on this task they are a transfer test." if transfer else "")]
+    theirs = {(f.direction, f.task): f for f in strict.findings}
+    for task in tasks:
+        lines += ["", *([f"### {task}", ""] if len(tasks) > 1 else []),
+                  f"| the paper's finding | first design | second design | seeds | Δ{metric} paper [95% CI] | Holm p | "
+                  f"verdict | Δ{metric} strict [95% CI] | Holm p | verdict | both rules |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for f in (f for f in paper.findings if f.task == task):
+            other = theirs.get((f.direction, task))
+            seeds = " vs ".join(str(len(paper.scores[(d, task, metric)].per_seed))
+                                for d in (f.direction.first, f.direction.second))
+            lines.append(f"| {f.direction.claim} | {short(f.direction.first)} | {short(f.direction.second)} | {seeds} | "
+                         f"{finding_cells(f)} | {finding_cells(other)} | "
+                         f"{agreement(f.verdict, other.verdict if other else None)} |")
     return lines + [""]
 
 

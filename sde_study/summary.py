@@ -50,9 +50,11 @@ class Effect:
 
 @dataclass(frozen=True)
 class Finding:
-    """One of the paper's directions tested in this study: its paired comparison, Holm-adjusted over the findings."""
+    """One of the paper's directions tested in this study on one task: its paired comparison, Holm-adjusted over the
+    findings of that task."""
 
     direction: Direction
+    task: str
     comparison: sig.Comparison
     holm_p: float
     verdict: str
@@ -123,19 +125,21 @@ def summarise(rows: list[dict], plan: Plan, doc_stats: dict[tuple, Any], test_si
         if task == summary.tasks[0]:
             summary.n_docs = next(iter(runs.values()))[0].n_docs if runs else None
             _recommend(summary, task, runs, reps, test_size)
-            summary.findings = _findings(summary, task, reps)
+        summary.findings += _findings(summary, task, reps)
     return summary
 
 
 def _findings(summary: Summary, task: str, reps: dict) -> list[Finding]:
-    """Each of the paper's directions whose two designs the study has, paired, Holm over the directions tested."""
+    """Each of the paper's directions whose two designs the study has on `task`, paired, Holm over the directions
+    tested there."""
     metric = summary.metric
     means = {d: s.value for (d, t, m), s in summary.scores.items() if t == task and m == metric}
     tested = [d for d in testable(set(reps)) if d.first in means and d.second in means]
     comparisons = [sig.compare(means[d.first], means[d.second], reps[d.first][metric], reps[d.second][metric], metric)
                    for d in tested]
     adjusted = sig.holm([c.p for c in comparisons])
-    return [Finding(d, c, p, direction_verdict(d, sig.verdict(c.delta, p))) for d, c, p in zip(tested, comparisons, adjusted)]
+    return [Finding(d, task, c, p, direction_verdict(d, sig.verdict(c.delta, p)))
+            for d, c, p in zip(tested, comparisons, adjusted)]
 
 
 def design_runs(rows: list[dict], doc_stats: dict[tuple, Any]) -> dict[str, list]:

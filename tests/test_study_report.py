@@ -31,19 +31,23 @@ def run(rng: np.random.Generator, gold: np.ndarray, detect: np.ndarray, lift: fl
     return DocStats(EXTRACTION, (), table.astype(float))
 
 
-def write_study(root: Path, lifts: tuple[tuple[str, float], ...] = ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0))) -> Plan:
+def write_study(root: Path, lifts: tuple[tuple[str, float], ...] = ((BASE, 0.0), (BETTER, 0.15), (SAME, 0.0)),
+                task: str = "ner", second_lifts: dict[str, float] | None = None) -> Plan:
+    """A study of planted effects; `second_lifts` (design -> lift) for the task's second lm-eval task (MASA's out of
+    domain), the same documents' difficulty."""
     rng = np.random.default_rng(0)
     gold, detect = 1 + rng.poisson(1.5, N_DOCS), rng.beta(2, 3, N_DOCS)
-    plan = Plan(model="m", task="ner", designs=[d for d, _ in lifts], seeds=list(SEEDS), eval_limit=N_DOCS,
+    plan = Plan(model="m", task=task, designs=[d for d, _ in lifts], seeds=list(SEEDS), eval_limit=N_DOCS,
                 analysis=False)
     rows, stats = [], []
-    for design, lift in lifts:
-        for seed in SEEDS:
-            found = run(rng, gold, detect, lift)
-            row = {"kind": "tuned", "design": design, "seed": seed, "task": "sde_ner", **found.corpus(),
-                   "n_docs": N_DOCS, "final_loss": 0.5}
-            rows.append(row)
-            stats.append(stats_entry(row, found))
+    for lm_task, task_lifts in zip(plan.lm_eval_tasks, (dict(lifts), second_lifts)):
+        for design, lift in task_lifts.items():
+            for seed in SEEDS:
+                found = run(rng, gold, detect, lift)
+                row = {"kind": "tuned", "design": design, "seed": seed, "task": lm_task, **found.corpus(),
+                       "n_docs": N_DOCS, "final_loss": 0.5}
+                rows.append(row)
+                stats.append(stats_entry(row, found))
     root.mkdir(parents=True, exist_ok=True)
     write_plan(root, plan)
     (root / RESULTS_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -124,6 +128,22 @@ def test_report_checks_the_papers_directions(tmp_path: Path) -> None:
     assert delta < 0 and high < 0 and verdict == "reversed"
     _, low, high, verdict = found["PU beats OU"]
     assert low < 0 < high and verdict == "not distinguishable"
+
+
+def test_report_checks_the_papers_directions_on_each_task(tmp_path: Path) -> None:
+    """MASA: the directions in domain and out of domain, each in its own table, Holm within the task; a design
+    evaluated in domain only (No-Inst) leaves out of domain the findings it is in."""
+    root = tmp_path / "study"
+    none = "none-nomi-natural-pu-text-none"
+    plan = write_study(root, ((BASE, 0.0), (BETTER, 0.15), (none, 0.0)), task="masa",
+                       second_lifts={BASE: 0.0, BETTER: -0.15})
+    rows = [json.loads(line) for line in (root / RESULTS_NAME).read_text(encoding="utf-8").splitlines()]
+    section = write_report(root, plan, rows).read_text(encoding="utf-8").split("## The paper's directions")[1]
+    section = section.split("\n## ")[0]
+    in_domain, out_of_domain = section.split("### sde_masa_id")[1].split("### sde_masa_ood")
+    row = r"\| Inst-first beats Inst-last \| placement=first \| paper-base \| 3 vs 3 \| [^|]+ \| \S+ \| (\w+) \|"
+    assert re.search(row, in_domain)[1] == "replicated" and re.search(row, out_of_domain)[1] == "reversed"
+    assert "Inst-first beats No-Inst" in in_domain and "No-Inst" not in out_of_domain
 
 
 def test_report_ties_designs_it_cannot_separate(tmp_path: Path) -> None:
