@@ -40,7 +40,7 @@ def write_study(root: Path, lifts: tuple[tuple[str, float], ...] = ((BASE, 0.0),
     plan = Plan(model="m", task=task, designs=[d for d, _ in lifts], seeds=list(SEEDS), eval_limit=N_DOCS,
                 analysis=False)
     rows, stats = [], []
-    for lm_task, task_lifts in zip(plan.lm_eval_tasks, (dict(lifts), second_lifts)):
+    for lm_task, task_lifts in zip(plan.lm_eval_tasks, (dict(lifts), second_lifts or {})):
         for design, lift in task_lifts.items():
             for seed in SEEDS:
                 found = run(rng, gold, detect, lift)
