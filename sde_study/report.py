@@ -291,7 +291,7 @@ def write_report(root: Path, plan: Plan, rows: list[dict]) -> Path:
         lines += race_lines(root, plan, rows)
     if plan.analysis:
         lines += signals_section(rows, plan, paper, plots)
-    lines += command_lines(rows)
+    lines += command_lines(rows) + environment_lines(rows)
     path = root / REPORT_NAME
     write_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -307,4 +307,23 @@ def command_lines(rows: list[dict]) -> list[str]:
              "outputs are named relative to it; the task pack is found by sde-kit's install):", ""]
     for (design, seed), command in cells.items():
         lines += [f"- `{short(design)}`, seed {seed}:", "", "  ```", f"  {command}", "  ```"]
+    return lines + [""]
+
+
+def environment_lines(rows: list[dict]) -> list[str]:
+    """What the cells were trained with (rows of studies before it was recorded have none): an adapter comes out the
+    same from the same seed and data only in the same environment, so the report names each one and its cells."""
+    cells: dict[str, list[str]] = {}
+    for r in rows:
+        if r["kind"] == "tuned" and isinstance(r.get("train_environment"), dict):
+            env = ", ".join(f"{name} {value}" for name, value in r["train_environment"].items())
+            cell = f"`{short(r['design'])}` seed {r['seed']}"
+            if cell not in cells.setdefault(env, []):
+                cells[env].append(cell)
+    if not cells:
+        return []
+    lines = ["## Training environment", "",
+             "The same seed and data give the same adapter where these agree (a cell trained again elsewhere may not):",
+             ""]
+    lines += [f"- {env}: {', '.join(names)}" for env, names in cells.items()]
     return lines + [""]

@@ -220,7 +220,8 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
     trained_file = folder / TRAINED
     if not trained_file.is_file():
         summary = train_cell(root, plan, item, nproc_per_node)
-        kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint")}
+        kept = {k: summary[k] for k in ("final_loss", "train_seconds", "steps", "samples", "tokens", "data_fingerprint",
+                                        "environment")}
         write_atomic(trained_file, json.dumps(kept) + "\n")
     trained = json.loads(trained_file.read_text(encoding="utf-8"))
     earlier = first_stage_seconds(folder) if all_docs else 0.0
@@ -230,10 +231,15 @@ def run_cell(root: Path, plan: Plan, item: WorkItem, engine, nproc_per_node: int
     rows = [{**item.describe(), "task": task, **metrics, "eval_limit": limit,
              "final_loss": trained["final_loss"], "steps": trained["steps"],
              "train_seconds": trained["train_seconds"], "eval_seconds": earlier + found.seconds,
-             "lm_eval_command": command,
+             "lm_eval_command": command, **train_environment(trained),
              **(collapse_evidence(root, item, found.top_answers[task]) if metrics.get("collapsed") else {})}
             for task, metrics in found.scores.items()]
     return rows, [stats_entry(row, found.doc_stats[row["task"]]) for row in rows]
+
+
+def train_environment(trained: dict[str, Any]) -> dict[str, Any]:
+    """What the cell was trained with (library versions, processor, threads), where its training recorded it."""
+    return {"train_environment": trained["environment"]} if trained.get("environment") else {}
 
 
 def first_stage_seconds(folder: Path) -> float:

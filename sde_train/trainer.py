@@ -28,6 +28,7 @@ from sde_train.attention import register as register_varlen
 from sde_train.config import TrainConfig
 from sde_train.data import (DataPlan, count_loss_tokens, data_fingerprint, encode_rows, load_rows,
                             pack, read_design_words)
+from sde_train.environment import training_environment
 from sde_train.errors import TrainError
 from sde_files import atomic_folder, umask_mode, write_atomic
 from sde_train.output import prepare_output
@@ -231,7 +232,7 @@ def train(cfg: TrainConfig) -> dict:
     # would free the gloo group itself, joining its threads while holding the GIL that one of them waits for: a
     # process hung at exit, seen under load with 2 processes on 2 cores (py-spy: ~ProcessGroupGloo in thread::join).
     del loss_model, ddp
-    return finish(cfg, data, parts, window, dist)
+    return finish(cfg, data, parts, window, dist, device)
 
 
 def prepare_run(cfg: TrainConfig, out: Path, dist: Dist) -> Path | None:
@@ -371,14 +372,16 @@ def close_window(window: Window, done: int, lr: float, device: torch.device) -> 
             "tokens_per_s": round(window.tokens_per_s, 1), "peak_memory": peak_memory(device)}
 
 
-def finish(cfg: TrainConfig, data: Data, parts: Trainable, window: Window, dist: Dist) -> dict:
+def finish(cfg: TrainConfig, data: Data, parts: Trainable, window: Window, dist: Dist,
+           device: torch.device) -> dict:
     """The adapter, its model card and (on request) the upload; checkpoints removed; the run's summary."""
     out = Path(cfg.output)
     summary = {"output": str(out), "steps": data.total, "final_loss": window.final_loss,
                "tokens_per_s": window.tokens_per_s, "tokens": window.tokens, "loss_tokens": window.loss_tokens,
                "train_seconds": time.perf_counter() - window.start, "samples": len(data.samples),
                "data_fingerprint": data.fingerprint,
-               "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in data.rows})}
+               "loss_on_prompt": _only({bool(r.get("loss_on_prompt", False)) for r in data.rows}),
+               "environment": training_environment(device)}
     if dist.main:
         from sde_train.card import push_to_hub, write_model_card
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from sde_study.plan import require_plan
 
@@ -59,6 +60,7 @@ def test_uninterrupted_study_writes_every_row(uninterrupted: Path) -> None:
     for row in tuned:
         assert row["task"] == "sde_ner" and row["n_docs"] == 3 and row["steps"] == 6
         assert {"f1", "soft_f1", "format_error_rate", "final_loss", "placement", "format"} <= set(row)
+        assert row["train_environment"]["torch"] == torch.__version__ and row["train_environment"]["threads"] >= 1
     signals = {(r["design"], r["signal"]) for r in rows if r["kind"] == "signals"}
     assert signals == {(d, s) for d in ("first-nomi-lines-pu-text-none", "last-nomi-natural-ou-text-none")
                        for s in ("zero-shot", "in-context", "perplexity")}
@@ -130,6 +132,9 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
     for name in ("zero-shot", "in-context", "prompt perplexity", "output perplexity"):
         assert f"| {name} | " in report  # its Kendall τ / Spearman ρ row
         assert (uninterrupted / "plots" / f"signal-{name.replace(' ', '-')}.png").stat().st_size > 0
+    # one training environment, naming its 4 cells
+    environment = report.split("## Training environment")[1].split("\n## ")[0]
+    assert environment.count(f"torch {torch.__version__}") == 1 and environment.count(" seed ") == 4
     refused = run([*SDE, "study", "submit", str(uninterrupted), "--board", str(tmp_path / "board")])
     assert refused.returncode == 1
     assert refused.stdout.count("refused: evaluated on the first 3 test documents (--eval-limit)") == 4

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,16 @@ def test_model_card(trained, tiny_model_dir, tiny_dataset_dir):
     from sde_train.data import data_fingerprint, load_rows
 
     assert data_fingerprint(load_rows(str(tiny_dataset_dir), NOMI, "train")) in text
+    # what the adapter was trained with, so that a run that does not reproduce elsewhere can be traced
+    import peft
+    import transformers
+
+    from sde_train.environment import processor
+
+    for expected in [f"- torch: {torch.__version__}", f"- transformers: {transformers.__version__}",
+                     f"- peft: {peft.__version__}", "- device: cpu", f"- processor: {processor(torch.device('cpu'))}",
+                     f"- threads: {os.environ['OMP_NUM_THREADS']}"]:
+        assert expected in text.split("## Environment")[1], expected
 
 
 def test_lm_eval_loads_the_adapter_with_peft(trained, tiny_model_dir, tmp_path):
