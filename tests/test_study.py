@@ -134,7 +134,7 @@ def test_report_and_submit(uninterrupted: Path, tmp_path: Path) -> None:
         assert (uninterrupted / "plots" / f"signal-{name.replace(' ', '-')}.png").stat().st_size > 0
     # one training environment, naming its 4 cells
     environment = report.split("## Training environment")[1].split("\n## ")[0]
-    assert environment.count(f"torch {torch.__version__}") == 1 and environment.count(" seed ") == 4
+    assert environment.count(f"torch {torch.__version__}") == 1 and environment.count("` seed ") == 4
     refused = run([*SDE, "study", "submit", str(uninterrupted), "--board", str(tmp_path / "board")])
     assert refused.returncode == 1
     assert refused.stdout.count("refused: evaluated on the first 3 test documents (--eval-limit)") == 4
